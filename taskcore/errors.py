@@ -1,0 +1,46 @@
+"""Errors raised by the clients of outside systems.
+
+Each client turns transport and HTTP failures into these classes in one
+place, so callers decide by kind (worth retrying later or not) rather than
+by status code, and people see one sentence instead of a traceback.
+"""
+
+from __future__ import annotations
+
+#: How much of a response body may reach a message or a log line.
+BODY_EXCERPT_LIMIT = 300
+
+
+def excerpt(text: str, limit: int = BODY_EXCERPT_LIMIT) -> str:
+    """Trim a response body so a large or hostile answer cannot flood a log."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ServiceError(Exception):
+    """A call to an outside system failed.
+
+    ``transient`` is true when the same call may succeed later (the system is
+    down, slow, or answered 5xx), false when it refused the request for good.
+    """
+
+    service = "service"
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.transient = transient
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RateLimited(ServiceError):
+    """The system asked us to slow down; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status=status, transient=True)
+        self.retry_after = retry_after

@@ -1,0 +1,100 @@
+"""Building a Task's status: phase, conditions and the timestamps around them.
+
+Conditions follow Kubernetes' conventions: one entry per type, and
+``lastTransitionTime`` moves only when the condition's status does.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .phases import Phase, now_rfc3339
+
+SUBMITTED = "Submitted"
+RUNNING = "Running"
+SUCCEEDED = "Succeeded"
+RESULTS_DELIVERED = "ResultsDelivered"
+STUCK = "Stuck"
+
+CONDITION_ORDER = (SUBMITTED, RUNNING, SUCCEEDED, RESULTS_DELIVERED, STUCK)
+
+
+def set_condition(conditions: list[dict[str, Any]], kind: str, status: bool | str, *,
+                  reason: str, message: str, generation: int | None,
+                  now: str | None = None) -> list[dict[str, Any]]:
+    """A copy of ``conditions`` with ``kind`` set; untouched when nothing differs."""
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    result = [dict(condition) for condition in conditions]
+    for condition in result:
+        if condition.get("type") != kind:
+            continue
+        if condition.get("status") != value:
+            condition["lastTransitionTime"] = now or now_rfc3339()
+        condition.update(status=value, reason=reason, message=message)
+        if generation is not None:
+            condition["observedGeneration"] = generation
+        return result
+    entry = {"type": kind, "status": value, "reason": reason, "message": message,
+             "lastTransitionTime": now or now_rfc3339()}
+    if generation is not None:
+        entry["observedGeneration"] = generation
+    result.append(entry)
+    result.sort(key=lambda item: CONDITION_ORDER.index(item["type"])
+                if item.get("type") in CONDITION_ORDER else len(CONDITION_ORDER))
+    return result
+
+
+def get_condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def current_phase(status: dict[str, Any]) -> Phase:
+    try:
+        return Phase(status.get("phase") or Phase.PENDING.value)
+    except ValueError:
+        return Phase.PENDING
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns ``before`` into ``after`` (top-level keys only;
+    None removes a key). Empty when they are equal, so nothing is written."""
+    patch: dict[str, Any] = {}
+    for key in set(before) | set(after):
+        if before.get(key) != after.get(key):
+            patch[key] = copy.deepcopy(after.get(key))
+    return patch
+
+
+def submitted_status(status: dict[str, Any], *, task_id: int, generation: int | None,
+                     message: str, now: str | None = None) -> dict[str, Any]:
+    """The status of a Task whose FN task now exists."""
+    now = now or now_rfc3339()
+    after = dict(status)
+    after.update(phase=Phase.SUBMITTED.value, taskId=task_id, reason="Submitted",
+                 message=message, submittedAt=status.get("submittedAt") or now,
+                 phaseSince=now)
+    after.pop("submission", None)
+    after["conditions"] = set_condition(status.get("conditions") or [], SUBMITTED, True,
+                                        reason="Submitted", message=message,
+                                        generation=generation, now=now)
+    return after
+
+
+def pending_status(status: dict[str, Any], *, reason: str, message: str,
+                   generation: int | None, submission: dict[str, Any] | None = None,
+                   now: str | None = None) -> dict[str, Any]:
+    """The status of a Task that is not submitted yet, and why."""
+    now = now or now_rfc3339()
+    after = dict(status)
+    after.update(phase=Phase.PENDING.value, reason=reason, message=message)
+    after.setdefault("phaseSince", now)
+    if submission is not None:
+        after["submission"] = submission
+    after["conditions"] = set_condition(status.get("conditions") or [], SUBMITTED, False,
+                                        reason=reason, message=message,
+                                        generation=generation, now=now)
+    return after

@@ -1,0 +1,1 @@
+"""The admission webhook: checks Tasks and submits them to the FN at CREATE."""

@@ -1,0 +1,219 @@
+"""What the webhook decides for each operation on a Task.
+
+CREATE checks the spec, the requester and the researcher, then submits the
+FN task and records its id with a JSON patch. UPDATE keeps a submitted
+spec and our annotations as they are. DELETE asks the FN to cancel, without
+ever holding the deletion up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+from taskcore.errors import ServiceError
+from taskcore.fn import FNClient
+from taskcore.keycloak import Keycloak
+from taskcore.kube import TaskStore
+from taskcore.settings import Settings
+from taskcore.submission import Deadline, Outcome, Submission, Submitter
+from taskcore.task import (ADMISSION_UID_ANNOTATION, SUBMISSION_ANNOTATION, TASK_ID_ANNOTATION,
+                           Marker, review_spec)
+
+from .review import (AdmissionRequest, AdmissionResponse, allowed, annotation_patch, denied,
+                     patched)
+from .status_writer import StatusWriter
+
+log = logging.getLogger(__name__)
+
+OUR_ANNOTATIONS = (TASK_ID_ANNOTATION, ADMISSION_UID_ANNOTATION, SUBMISSION_ANNOTATION)
+
+
+class _RecentSubmissions:
+    """Admission uids answered lately, so a repeated call never submits twice."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: OrderedDict[str, AdmissionResponse] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._size = size
+
+    def lock_for(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def get(self, uid: str) -> AdmissionResponse | None:
+        with self._guard:
+            return self._items.get(uid)
+
+    def put(self, uid: str, answer: AdmissionResponse) -> None:
+        with self._guard:
+            self._items[uid] = answer
+            self._locks.pop(uid, None)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
+    value = ((obj or {}).get("metadata") or {}).get("annotations")
+    return value if isinstance(value, dict) else {}
+
+
+def _was_submitted(obj: dict[str, Any] | None) -> bool:
+    annotations = _annotations(obj)
+    status = (obj or {}).get("status") or {}
+    return bool(annotations.get(TASK_ID_ANNOTATION) or annotations.get(SUBMISSION_ANNOTATION)
+                or status.get("taskId"))
+
+
+class Admission:
+    def __init__(self, settings: Settings, *, submitter: Submitter, tasks: TaskStore,
+                 status_writer: StatusWriter | None = None,
+                 run_later: Callable[[Callable[[], None]], None] | None = None) -> None:
+        self.settings = settings
+        self.submitter = submitter
+        self.tasks = tasks
+        self.status_writer = status_writer
+        self._run_later = run_later or (lambda job: threading.Thread(target=job,
+                                                                     daemon=True).start())
+        self._recent = _RecentSubmissions()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, tasks: TaskStore) -> "Admission":
+        keycloak = Keycloak.from_settings(settings)
+        fn = FNClient(settings.fn_url, timeout=settings.request_timeout)
+        return cls(settings, submitter=Submitter(settings, keycloak=keycloak, fn=fn),
+                   tasks=tasks, status_writer=StatusWriter(tasks))
+
+    def review(self, request: AdmissionRequest) -> AdmissionResponse:
+        if request.operation == "CREATE":
+            return self.create(request)
+        if request.operation == "UPDATE":
+            return self.update(request)
+        if request.operation == "DELETE":
+            return self.delete(request)
+        return allowed("ignored")
+
+    # -- CREATE ----------------------------------------------------------------------------
+
+    def create(self, request: AdmissionRequest) -> AdmissionResponse:
+        cached = self._recent.get(request.uid)
+        if cached is not None:
+            return cached
+        with self._recent.lock_for(request.uid):
+            cached = self._recent.get(request.uid)
+            if cached is not None:
+                return cached
+            answer = self._create(request)
+            if not request.dry_run:
+                self._recent.put(request.uid, answer)
+            return answer
+
+    def _requester_allowed(self, request: AdmissionRequest) -> bool:
+        allow = self.settings.allowed_requesters
+        if not allow:
+            return True
+        user = request.user_info
+        return user.username in allow or any(group in allow for group in user.groups)
+
+    def _create(self, request: AdmissionRequest) -> AdmissionResponse:
+        obj = request.object or {}
+        meta = obj.get("metadata") or {}
+        name = request.name or str(meta.get("name") or "")
+        namespace = request.namespace or str(meta.get("namespace") or "")
+        fields = {"namespace": namespace, "task": name, "uid": request.uid}
+
+        if not self._requester_allowed(request):
+            return denied(f"{request.user_info.username or 'this requester'} may not create "
+                          "Tasks: a Task acts for the researcher it names, so only the "
+                          "identities in FNTC_ALLOWED_REQUESTERS (such as ArgoCD) may")
+
+        spec_review = review_spec(name, obj.get("spec"),
+                                  allowed_registries=self.settings.allowed_registries)
+        warnings = spec_review.warnings
+        if not spec_review.ok or spec_review.spec is None:
+            return denied("Task refused: " + "; ".join(spec_review.problems), warnings=warnings)
+        spec = spec_review.spec
+
+        deadline = Deadline(self.settings.admission_budget)
+        try:
+            if self.tasks.get(namespace, name) is not None:
+                return denied(f"a Task named {name} already exists in {namespace}; "
+                              "choose another name", warnings=warnings)
+        except ServiceError as error:
+            log.warning("could not check that the Task name is free: %s", error, extra=fields)
+            return denied("FNTC could not check that the Task name is free; try again",
+                          outcome="error", code=503, warnings=warnings)
+
+        marker = Marker(self.settings.cluster_name, namespace, name, request.uid)
+        submission = self.submitter.submit(spec, marker, deadline=deadline,
+                                           dry_run=request.dry_run)
+        log.info("admission %s: %s", submission.outcome.value.lower(), submission.message,
+                 extra={**fields, "dry_run": request.dry_run})
+        return self._answer(request, submission, warnings)
+
+    def _answer(self, request: AdmissionRequest, submission: Submission,
+                warnings: list[str]) -> AdmissionResponse:
+        obj = request.object or {}
+        if submission.outcome is Outcome.REFUSED:
+            return denied(f"Task refused: {submission.message}", warnings=warnings)
+        if submission.outcome is Outcome.VALIDATED:
+            return allowed("validated", warnings=warnings)
+
+        deferred = submission.outcome is Outcome.DEFERRED
+        patch = annotation_patch(obj, {
+            ADMISSION_UID_ANNOTATION: request.uid,
+            TASK_ID_ANNOTATION: None if deferred else str(submission.task_id),
+            SUBMISSION_ANNOTATION: "deferred" if deferred else "submitted",
+        })
+        if deferred:
+            warnings = [*warnings, "the Federated Node could not be reached; the Task is "
+                        "admitted as Pending and will be submitted later"]
+        if self.status_writer is not None and not request.dry_run:
+            name, namespace = request.name or obj["metadata"]["name"], request.namespace
+            self._run_later(lambda: self.status_writer.write_initial(
+                namespace, name, uid=request.uid, submission=submission))
+        return patched(patch, "deferred" if deferred else "submitted", warnings=warnings)
+
+    # -- UPDATE ----------------------------------------------------------------------------
+
+    def update(self, request: AdmissionRequest) -> AdmissionResponse:
+        if request.sub_resource:
+            return allowed("ignored")
+        old, new = request.old_object or {}, request.object or {}
+        old_annotations, new_annotations = _annotations(old), _annotations(new)
+        changed = [key for key in OUR_ANNOTATIONS
+                   if old_annotations.get(key) != new_annotations.get(key)]
+        if changed:
+            return denied(f"annotation {changed[0]} is set by FNTC and cannot be changed; "
+                          "it ties the Task to its FN task")
+        if _was_submitted(old) and old.get("spec") != new.get("spec"):
+            return denied("the spec of a submitted Task cannot change, since the FN task "
+                          "already runs as written; create a new Task with a new name instead")
+        return allowed("unchanged")
+
+    # -- DELETE ----------------------------------------------------------------------------
+
+    def delete(self, request: AdmissionRequest) -> AdmissionResponse:
+        old = request.old_object or {}
+        task_id = (old.get("status") or {}).get("taskId") or \
+            _annotations(old).get(TASK_ID_ANNOTATION)
+        phase = (old.get("status") or {}).get("phase", "")
+        if request.dry_run or not task_id or phase in ("Succeeded", "Failed", "Cancelled"):
+            return allowed("deleted")
+        fields = {"namespace": request.namespace, "task": request.name, "fn_task_id": task_id}
+        self._run_later(lambda: self._cancel(int(task_id), fields))
+        return allowed("deleted", message=f"FNTC asks the FN to cancel task {task_id}")
+
+    def _cancel(self, task_id: int, fields: dict[str, Any]) -> None:
+        started = time.monotonic()
+        try:
+            token = self.submitter.keycloak.admin_fn_token()
+            self.submitter.fn.cancel(token, task_id)
+            log.info("cancelled FN task of deleted Task", extra=fields)
+        except ServiceError as error:
+            log.warning("FN did not cancel the task of a deleted Task: %s", error,
+                        extra={**fields, "seconds": round(time.monotonic() - started, 2)})

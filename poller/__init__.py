@@ -1,0 +1,1 @@
+"""The poller: one run of the CronJob that moves every Task a step towards done."""

@@ -1,0 +1,86 @@
+"""``python -m poller``: one run, as the CronJob starts it.
+
+Exit codes: 0 when the run completed (even if some Tasks had trouble, which
+the summary counts), 1 when the run could not work (the API server or the
+Lease unreachable), 2 for configuration that cannot work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from taskcore import logs
+from taskcore.errors import ServiceError
+from taskcore.fn import FNClient
+from taskcore.github import GitHubApp
+from taskcore.keycloak import Keycloak
+from taskcore.kube import TaskStore, load_api_client
+from taskcore.settings import Settings, SettingsError
+
+from .delivery import Deliverer
+from .lease import Lease
+from .reconcile import Reconciler
+from .run import Poller
+
+log = logging.getLogger("poller")
+
+
+def build(settings: Settings, api_client) -> Poller:
+    """Wire the poller's parts from settings; raises SettingsError when they cannot work."""
+    keycloak = Keycloak.from_settings(settings)
+    fn = FNClient(settings.fn_url, timeout=settings.request_timeout)
+    if not settings.github_app_id:
+        raise SettingsError("missing configuration: FNTC_GITHUB_APP_ID")
+    try:
+        key = Path(settings.github_app_key_file).read_bytes()
+    except OSError as error:
+        raise SettingsError(f"FNTC_GITHUB_APP_KEY_FILE: cannot read "
+                            f"{settings.github_app_key_file}: {error.strerror}") from error
+    github = GitHubApp(api_url=settings.github_api_url, app_id=settings.github_app_id,
+                       private_key_pem=key, timeout=settings.request_timeout)
+
+    def now() -> datetime:
+        return datetime.now(timezone.utc)
+
+    deliverer = Deliverer(fn=fn, github=github, branch_prefix=settings.results_branch_prefix,
+                          retry_base=settings.submit_backoff_base,
+                          retry_cap=settings.submit_backoff_cap,
+                          results_timeout=settings.results_timeout, now=now)
+    reconciler = Reconciler(settings, keycloak=keycloak, fn=fn, deliverer=deliverer, now=now)
+    return Poller(settings, tasks=TaskStore(api_client), reconciler=reconciler, now=now)
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format)
+        api_client = load_api_client(os.environ.get("KUBECONFIG"))
+        poller = build(settings, api_client)
+    except SettingsError as error:
+        print(f"poller: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - a broken kubeconfig is configuration too
+        print(f"poller: cannot configure the Kubernetes client: {error}", file=sys.stderr)
+        return 2
+
+    lease = Lease(api_client, settings.lease_namespace, duration=settings.lease_duration)
+    try:
+        if not lease.acquire():
+            print("poller run: skipped, another run holds the lease", file=sys.stderr)
+            return 0
+        summary = poller.run()
+    except ServiceError as error:
+        print(f"poller: the run could not work: {error}", file=sys.stderr)
+        return 1
+    finally:
+        lease.release()
+    print(summary.line(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

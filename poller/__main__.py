@@ -13,6 +13,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import urllib3
+
 from taskcore import logs
 from taskcore.errors import ServiceError
 from taskcore.fn import FNClient
@@ -73,11 +75,14 @@ def main() -> int:
             print("poller run: skipped, another run holds the lease", file=sys.stderr)
             return 0
         summary = poller.run()
-    except ServiceError as error:
+    except (ServiceError, urllib3.exceptions.HTTPError, OSError) as error:
         print(f"poller: the run could not work: {error}", file=sys.stderr)
         return 1
     finally:
-        lease.release()
+        try:
+            lease.release()
+        except (urllib3.exceptions.HTTPError, OSError):
+            pass    # the Lease expires by itself
     print(summary.line(), file=sys.stderr)
     return 0
 

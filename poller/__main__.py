@@ -12,6 +12,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 import urllib3
 
@@ -26,7 +27,7 @@ from taskcore.settings import Settings, SettingsError
 from .delivery import Deliverer
 from .lease import Lease
 from .reconcile import Reconciler
-from .run import Poller
+from .run import Poller, Summary
 
 log = logging.getLogger("poller")
 
@@ -56,35 +57,42 @@ def build(settings: Settings, api_client) -> Poller:
     return Poller(settings, tasks=TaskStore(api_client), reconciler=reconciler, now=now)
 
 
-def main() -> int:
+def run_once(env: Mapping[str, str] | None = None) -> tuple[int, Summary | None]:
+    """One run; returns the exit code and, when the run happened, its summary."""
+    env = os.environ if env is None else env
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
         logs.configure(settings.log_format)
-        api_client = load_api_client(os.environ.get("KUBECONFIG"))
+        api_client = load_api_client(env.get("KUBECONFIG"))
         poller = build(settings, api_client)
     except SettingsError as error:
         print(f"poller: {error}", file=sys.stderr)
-        return 2
+        return 2, None
     except Exception as error:  # noqa: BLE001 - a broken kubeconfig is configuration too
         print(f"poller: cannot configure the Kubernetes client: {error}", file=sys.stderr)
-        return 2
+        return 2, None
 
     lease = Lease(api_client, settings.lease_namespace, duration=settings.lease_duration)
     try:
         if not lease.acquire():
             print("poller run: skipped, another run holds the lease", file=sys.stderr)
-            return 0
+            return 0, None
         summary = poller.run()
     except (ServiceError, urllib3.exceptions.HTTPError, OSError) as error:
         print(f"poller: the run could not work: {error}", file=sys.stderr)
-        return 1
+        return 1, None
     finally:
         try:
             lease.release()
         except (urllib3.exceptions.HTTPError, OSError):
             pass    # the Lease expires by itself
+        api_client.close()
     print(summary.line(), file=sys.stderr)
-    return 0
+    return 0, summary
+
+
+def main() -> int:
+    return run_once()[0]
 
 
 if __name__ == "__main__":

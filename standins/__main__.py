@@ -1,0 +1,44 @@
+"""``python -m standins --env-file FILE``: run the sandbox until stopped.
+
+Writes the FNTC_* settings for the product to FILE (one ``NAME=value`` a
+line, for ``set -a; . FILE``), prints one line when ready, and keeps the
+stand-ins up until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .sandbox import Sandbox
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m standins",
+                                     description="Run the FN, Keycloak and GitHub stand-ins.")
+    parser.add_argument("--env-file", type=Path, required=True,
+                        help="where to write the FNTC_* settings that point at the stand-ins")
+    parser.add_argument("--work-dir", type=Path, help="where to keep the GitHub App key")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    sandbox = Sandbox(work_dir=args.work_dir).start()
+    try:
+        args.env_file.write_text("".join(f"{key}={value}\n"
+                                         for key, value in sandbox.env().items()))
+        args.env_file.chmod(0o600)
+        print(f"stand-ins ready: FN {sandbox.fn_url}, Keycloak {sandbox.keycloak_url}, "
+              f"GitHub {sandbox.github_url}", flush=True)
+        stop.wait()
+    finally:
+        sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,9 +61,12 @@ class Deliverer:
         try:
             archive = self.fn.results(token, task_id, timeout=self.results_timeout)
             files = read_results_archive(archive)
+            # A folder of their own, so results never overwrite the study's files.
+            folder = f"results/{marker.name}/"
             delivery = self.github.deliver(
                 repository=spec.repository, branch=self.branch_for(marker),
-                base_branch=spec.branch, files=files, marker=str(marker),
+                base_branch=spec.branch, marker=str(marker),
+                files={folder + path: content for path, content in files.items()},
                 message=(f"Results of Task {marker.namespace}/{marker.name} "
                          f"(FN task {task_id})\n\n{marker}"))
         except ResultsNotReleased as error:

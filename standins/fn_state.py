@@ -141,7 +141,6 @@ class FNTask:
             "requested_by": self.requested_by,
             "dataset_id": self.dataset_id,
             "review_status": self.review_status(),
-            "task_controller": self.task_controller,
         }
 
     def results_files(self, now: datetime) -> dict[str, bytes]:

@@ -24,9 +24,9 @@ class KeycloakUser:
 
     ``idp_links`` holds ``(alias, user_id, user_name)`` for each identity
     provider the user is linked to (GitHub, for instance). ``password`` is
-    None for users who cannot log in with a password, which is every user
-    except the admin in the default seed: the controller never holds user
-    passwords and acts for users by token exchange.
+    None for users who cannot log in with a password, which is every user in
+    the default seed (the admin's password lives on the state): the
+    controller never holds user passwords and acts for users by token exchange.
     """
 
     id: str

@@ -118,7 +118,8 @@ def test_admin_password_grant_issues_access_and_refresh_tokens(keycloak):
     pytest.param({"username": "alice@example.org", "password": ""}, 400, "invalid_grant",
                  id="user-without-password"),
     pytest.param({"username": "fn-admin", "password": "sandbox-admin-password",
-                  "client_secret": "nope"}, 401, "unauthorized_client", id="bad-client-secret"),
+                  "client_secret": "nope"}, 401, "unauthorized_client",
+                 id="bad-client-secret"),
     pytest.param({"username": "fn-admin", "password": "sandbox-admin-password",
                   "client_id": "other"}, 401, "unauthorized_client", id="unknown-client"),
     pytest.param({"grant_type": ""}, 400, "invalid_request", id="no-grant-type"),
@@ -131,6 +132,15 @@ def test_token_endpoint_refusals(keycloak, form, status, error):
     assert answer.status_code == status
     assert answer.json()["error"] == error
     assert answer.json()["error_description"]
+
+
+def test_admin_may_log_in_with_email(keycloak):
+    answer = keycloak.post(TOKEN_PATH, data={
+        "grant_type": "password", "username": "FN-Admin@sandbox.local",
+        "password": "sandbox-admin-password", **CLIENT})
+
+    assert answer.status_code == 200
+    assert claims(answer.json()["access_token"])["preferred_username"] == "fn-admin"
 
 
 def test_client_credentials_may_come_as_http_basic(keycloak):
@@ -191,8 +201,8 @@ def test_refresh_token_expires_after_thirty_days(keycloak, clock):
 
 
 def test_refresh_token_from_another_keycloak_is_refused(keycloak, clock):
-    foreign = default_keycloak_state(clock).issue_tokens(
-        default_keycloak_state(clock).users[1], "http://elsewhere/realms/FederatedNode")
+    other = default_keycloak_state(clock)
+    foreign = other.issue_tokens(other.users[1], "http://elsewhere/realms/FederatedNode")
 
     answer = keycloak.post(TOKEN_PATH, data={
         "grant_type": "refresh_token", "refresh_token": foreign["refresh_token"], **CLIENT})

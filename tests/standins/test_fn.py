@@ -43,7 +43,7 @@ class SwappableApp:
 
 
 @dataclass
-class Sandbox:
+class LocalNode:
     """A Keycloak and an FN stand-in sharing one manual clock."""
 
     clock: ManualClock
@@ -100,7 +100,7 @@ def servers() -> Iterator[tuple[SwappableApp, str, SwappableApp, str]]:
 
 
 @pytest.fixture
-def sandbox(servers) -> Iterator[Sandbox]:
+def node(servers) -> Iterator[LocalNode]:
     keycloak_app, keycloak_url, fn_app, fn_url = servers
     clock = ManualClock(START)
     keycloak_state = default_keycloak_state(clock)
@@ -109,71 +109,71 @@ def sandbox(servers) -> Iterator[Sandbox]:
     keycloak_app.app = create_keycloak_app(keycloak_state)
     fn_app.app = create_fn_app(fn_state, faults)
     with fresh_connections(keycloak_url) as keycloak, fresh_connections(fn_url) as fn:
-        yield Sandbox(clock, keycloak_state, fn_state, keycloak, fn, faults)
+        yield LocalNode(clock, keycloak_state, fn_state, keycloak, fn, faults)
 
 
 @pytest.fixture
-def alice(sandbox) -> dict[str, str]:
-    return sandbox.headers("alice@example.org", "project1")
+def alice(node) -> dict[str, str]:
+    return node.headers("alice@example.org", "project1")
 
 
 @pytest.fixture
-def admin(sandbox) -> dict[str, str]:
-    return sandbox.headers("fn-admin")
+def admin(node) -> dict[str, str]:
+    return node.headers("fn-admin")
 
 
 def task_body(image: str = IMAGE, **fields: object) -> dict:
     return {"name": "summary", "executors": [{"image": image}], **fields}
 
 
-def submit(sandbox: Sandbox, headers: dict, image: str = IMAGE, **fields: object) -> int:
-    answer = sandbox.fn.post("/tasks", json=task_body(image, **fields), headers=headers)
+def submit(node: LocalNode, headers: dict, image: str = IMAGE, **fields: object) -> int:
+    answer = node.fn.post("/tasks", json=task_body(image, **fields), headers=headers)
     assert answer.status_code == 201, answer.text
     return answer.json()["task_id"]
 
 
 # Health and authentication
 
-def test_health_and_ready_checks(sandbox):
-    healthy = sandbox.fn.get("/health_check")
-    sandbox.keycloak.post("/_standin/faults", json={"path_prefix": "/realms/",
+def test_health_and_ready_checks(node):
+    healthy = node.fn.get("/health_check")
+    node.keycloak.post("/_standin/faults", json={"path_prefix": "/realms/",
                                                     "status": 503})
-    degraded = sandbox.fn.get("/health_check")
+    degraded = node.fn.get("/health_check")
 
     assert healthy.json() == {"status": "ok", "keycloak": True}
     assert degraded.status_code == 502
     assert degraded.json() == {"status": "non operational", "keycloak": False}
-    assert sandbox.fn.get("/ready_check").json() == {"status": "ready"}
+    assert node.fn.get("/ready_check").json() == {"status": "ready"}
 
 
-def test_missing_token_is_401(sandbox):
-    answer = sandbox.fn.post("/tasks", json=task_body(), headers={"project-name": "project1"})
+def test_missing_token_is_401(node):
+    answer = node.fn.post("/tasks", json=task_body(), headers={"project-name": "project1"})
 
     assert answer.status_code == 401
-    assert sandbox.fn_state.submissions == []
+    assert node.fn_state.submissions == []
 
 
-def test_access_token_fails_to_login(sandbox):
-    headers = {"Authorization": f"Bearer {sandbox.admin_access_token()}"}
+def test_access_token_fails_to_login(node):
+    headers = {"Authorization": f"Bearer {node.admin_access_token()}"}
 
-    answer = sandbox.fn.get("/tasks", headers=headers)
+    answer = node.fn.get("/tasks", headers=headers)
 
     assert answer.status_code == 401
     assert answer.json() == {"error": "Failed to login"}
 
 
-def test_expired_refresh_token_is_401(sandbox, alice):
-    sandbox.clock.advance(31 * 24 * 3600)
+def test_expired_refresh_token_is_401(node, alice):
+    node.clock.advance(31 * 24 * 3600)
 
-    answer = sandbox.fn.post("/tasks", json=task_body(), headers=alice)
+    answer = node.fn.post("/tasks", json=task_body(), headers=alice)
 
     assert answer.status_code == 401
 
 
-def test_fn_refreshes_the_bearer_at_keycloak_with_its_client(sandbox, alice):
-    submit(sandbox, alice)
+def test_fn_refreshes_the_bearer_at_keycloak_with_its_client(node, alice):
+    submit(node, alice)
 
-    refreshes = [request for request in sandbox.keycloak_state.requests
+    refreshes = [request for request in node.keycloak_state.requests
                  if request.grant_type == "refresh_token"]
     assert len(refreshes) == 1
     assert refreshes[0].status == 200
@@ -215,20 +215,20 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize("fields, image, status, message", REFUSALS)
-def test_post_tasks_refusals(sandbox, alice, fields, image, status, message):
+def test_post_tasks_refusals(node, alice, fields, image, status, message):
     body = {**task_body(image or IMAGE), **fields}
 
-    answer = sandbox.fn.post("/tasks", json=body, headers=alice)
+    answer = node.fn.post("/tasks", json=body, headers=alice)
 
     assert answer.status_code == status, answer.text
     assert set(answer.json()) == {"error"}
     if message is not None:
         assert answer.json()["error"] == message
-    assert sandbox.fn_state.submissions == []
+    assert node.fn_state.submissions == []
 
 
-def test_non_json_body_is_415(sandbox, alice):
-    answer = sandbox.fn.post("/tasks", content=b"name=x", headers={
+def test_non_json_body_is_415(node, alice):
+    answer = node.fn.post("/tasks", content=b"name=x", headers={
         **alice, "Content-Type": "application/x-www-form-urlencoded"})
 
     assert answer.status_code == 415
@@ -242,9 +242,9 @@ def test_non_json_body_is_415(sandbox, alice):
     pytest.param("bob", "project1", "User does not belong to a valid project",
                  id="not-a-member"),
 ])
-def test_non_admin_needs_a_project_of_theirs(sandbox, user, project, message):
-    answer = sandbox.fn.post("/tasks", json=task_body(tags={"dataset_id": 1}),
-                             headers=sandbox.headers(user, project))
+def test_non_admin_needs_a_project_of_theirs(node, user, project, message):
+    answer = node.fn.post("/tasks", json=task_body(tags={"dataset_id": 1}),
+                             headers=node.headers(user, project))
 
     assert answer.status_code == 400
     assert answer.json() == {"error": message}
@@ -254,18 +254,18 @@ def test_non_admin_needs_a_project_of_theirs(sandbox, user, project, message):
     pytest.param({"dataset_id": 99}, "Dataset 99 does not exist", id="unknown-id"),
     pytest.param({"dataset_name": "nope"}, "Dataset nope does not exist", id="unknown-name"),
 ])
-def test_admin_naming_an_unknown_dataset_is_404(sandbox, admin, tags, message):
-    answer = sandbox.fn.post("/tasks", json=task_body(tags=tags), headers=admin)
+def test_admin_naming_an_unknown_dataset_is_404(node, admin, tags, message):
+    answer = node.fn.post("/tasks", json=task_body(tags=tags), headers=admin)
 
     assert answer.status_code == 404
     assert answer.json() == {"error": message}
 
 
-def test_unexpected_crash_is_internal_error(sandbox, alice):
+def test_unexpected_crash_is_internal_error(node, alice):
     # A broken row: the handler crashes reading the project's members.
-    sandbox.fn_state.projects["project1"] = "not a project"
+    node.fn_state.projects["project1"] = "not a project"
 
-    answer = sandbox.fn.post("/tasks", json=task_body(), headers=alice)
+    answer = node.fn.post("/tasks", json=task_body(), headers=alice)
 
     assert answer.status_code == 500
     assert answer.json() == {"error": "Internal Error"}
@@ -273,18 +273,18 @@ def test_unexpected_crash_is_internal_error(sandbox, alice):
 
 # POST /tasks: what gets created
 
-def test_researcher_task_takes_the_projects_dataset_and_keeps_what_matters(sandbox, alice):
+def test_researcher_task_takes_the_projects_dataset_and_keeps_what_matters(node, alice):
     body = task_body(name="cancer summary", description="fntc: default/summary",
                      task_controller=True, tags={"dataset_id": 2, "colour": "blue"},
                      resources={"limits": {"cpu": "1", "memory": "1Gi"},
                                 "requests": {"cpu": "500m", "memory": "512Mi"}})
     body["executors"][0]["env"] = {"ROWS": 10}
 
-    answer = sandbox.fn.post("/tasks", json=body, headers=alice)
+    answer = node.fn.post("/tasks", json=body, headers=alice)
 
     assert answer.status_code == 201
     assert answer.json() == {"task_id": 1}
-    [task] = sandbox.fn_state.submissions
+    [task] = node.fn_state.submissions
     assert task.name == "cancersummary"
     assert task.dataset_id == 1
     assert task.tags == {"dataset_id": 2}
@@ -295,54 +295,54 @@ def test_researcher_task_takes_the_projects_dataset_and_keeps_what_matters(sandb
     assert task.executors[0]["env"] == {"ROWS": "10"}
 
 
-def test_admin_names_the_dataset_in_tags(sandbox, admin):
-    by_id = submit(sandbox, admin, tags={"dataset_id": "2"})
-    by_name = submit(sandbox, admin, tags={"dataset_name": "cancer-registry"})
+def test_admin_names_the_dataset_in_tags(node, admin):
+    by_id = submit(node, admin, tags={"dataset_id": "2"})
+    by_name = submit(node, admin, tags={"dataset_name": "cancer-registry"})
 
-    assert sandbox.fn_state.tasks[by_id].dataset_id == 2
-    assert sandbox.fn_state.tasks[by_name].dataset_id == 1
-
-
-def test_linked_repository_selects_the_dataset_for_an_admin(sandbox, admin):
-    sandbox.fn_state.repositories["fntc-sandbox/results"] = 2
-
-    task_id = submit(sandbox, admin, repository="fntc-sandbox/results")
-
-    assert sandbox.fn_state.tasks[task_id].dataset_id == 2
+    assert node.fn_state.tasks[by_id].dataset_id == 2
+    assert node.fn_state.tasks[by_name].dataset_id == 1
 
 
-def test_image_by_digest_behaves_like_its_tag(sandbox, alice):
-    task_id = submit(sandbox, alice, image=f"{ANALYTICS_IMAGE}@{ANALYTICS_DIGEST}")
-    sandbox.clock.advance(10)
+def test_linked_repository_selects_the_dataset_for_an_admin(node, admin):
+    node.fn_state.repositories["fntc-sandbox/results"] = 2
 
-    status = sandbox.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
+    task_id = submit(node, admin, repository="fntc-sandbox/results")
+
+    assert node.fn_state.tasks[task_id].dataset_id == 2
+
+
+def test_image_by_digest_behaves_like_its_tag(node, alice):
+    task_id = submit(node, alice, image=f"{ANALYTICS_IMAGE}@{ANALYTICS_DIGEST}")
+    node.clock.advance(10)
+
+    status = node.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
 
     assert status["terminated"]["exit_code"] == 0
 
 
-def test_validate_answers_ok_and_creates_nothing(sandbox, alice):
-    valid = sandbox.fn.post("/tasks/validate", json=task_body(), headers=alice)
-    invalid = sandbox.fn.post("/tasks/validate", json=task_body(name=""), headers=alice)
+def test_validate_answers_ok_and_creates_nothing(node, alice):
+    valid = node.fn.post("/tasks/validate", json=task_body(), headers=alice)
+    invalid = node.fn.post("/tasks/validate", json=task_body(name=""), headers=alice)
 
     assert valid.status_code == 200
     assert valid.text == "Ok"
     assert invalid.status_code == 400
-    assert sandbox.fn_state.submissions == []
-    assert sandbox.fn_state.tasks == {}
+    assert node.fn_state.submissions == []
+    assert node.fn_state.tasks == {}
 
 
 # GET /tasks/{id}: status read live from the clock
 
-def test_status_moves_from_scheduled_to_running_to_terminated(sandbox, alice):
-    task_id = submit(sandbox, alice)
+def test_status_moves_from_scheduled_to_running_to_terminated(node, alice):
+    task_id = submit(node, alice)
 
     def status() -> object:
-        return sandbox.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
+        return node.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
 
     scheduled = status()
-    sandbox.clock.advance(2)
+    node.clock.advance(2)
     running = status()
-    sandbox.clock.advance(5)
+    node.clock.advance(5)
     terminated = status()
 
     assert scheduled == "scheduled"
@@ -359,11 +359,11 @@ def test_status_moves_from_scheduled_to_running_to_terminated(sandbox, alice):
     pytest.param("pull-error", "waiting", id="pull-error"),
     pytest.param("evicted", "deleted", id="evicted"),
 ])
-def test_failing_images_end_as_the_fn_reports_them(sandbox, alice, tag, expected):
-    task_id = submit(sandbox, alice, image=f"{ANALYTICS_IMAGE}:{tag}")
-    sandbox.clock.advance(3600)
+def test_failing_images_end_as_the_fn_reports_them(node, alice, tag, expected):
+    task_id = submit(node, alice, image=f"{ANALYTICS_IMAGE}:{tag}")
+    node.clock.advance(3600)
 
-    status = sandbox.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
+    status = node.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
 
     if isinstance(expected, dict):
         assert {key: status["terminated"][key] for key in expected} == expected
@@ -371,13 +371,13 @@ def test_failing_images_end_as_the_fn_reports_them(sandbox, alice, tag, expected
         assert status == expected
 
 
-def test_task_view_fields_and_access(sandbox, alice, admin):
-    task_id = submit(sandbox, alice, description="fntc: ns/name")
+def test_task_view_fields_and_access(node, alice, admin):
+    task_id = submit(node, alice, description="fntc: ns/name")
 
-    own = sandbox.fn.get(f"/tasks/{task_id}", headers=alice)
-    as_admin = sandbox.fn.get(f"/tasks/{task_id}", headers=admin)
-    as_bob = sandbox.fn.get(f"/tasks/{task_id}", headers=sandbox.headers("bob", "project2"))
-    unknown = sandbox.fn.get("/tasks/999", headers=alice)
+    own = node.fn.get(f"/tasks/{task_id}", headers=alice)
+    as_admin = node.fn.get(f"/tasks/{task_id}", headers=admin)
+    as_bob = node.fn.get(f"/tasks/{task_id}", headers=node.headers("bob", "project2"))
+    unknown = node.fn.get("/tasks/999", headers=alice)
 
     assert own.status_code == as_admin.status_code == 200
     view = own.json()
@@ -391,25 +391,25 @@ def test_task_view_fields_and_access(sandbox, alice, admin):
 
 # Cancel and logs
 
-def test_cancel_twice_answers_500_the_second_time(sandbox, alice):
-    task_id = submit(sandbox, alice)
+def test_cancel_twice_answers_500_the_second_time(node, alice):
+    task_id = submit(node, alice)
 
-    first = sandbox.fn.post(f"/tasks/{task_id}/cancel", headers=alice)
-    second = sandbox.fn.post(f"/tasks/{task_id}/cancel", headers=alice)
+    first = node.fn.post(f"/tasks/{task_id}/cancel", headers=alice)
+    second = node.fn.post(f"/tasks/{task_id}/cancel", headers=alice)
 
     assert first.status_code == 201
     assert first.json()["status"] == "cancelled"
     assert second.status_code == 500
     assert second.json() == {"error": "Task already cancelled"}
-    assert sandbox.fn_state.cancels == [(task_id, 201), (task_id, 500)]
+    assert node.fn_state.cancels == [(task_id, 201), (task_id, 500)]
 
 
-def test_logs_are_queued_until_the_container_starts(sandbox, alice):
-    task_id = submit(sandbox, alice)
+def test_logs_are_queued_until_the_container_starts(node, alice):
+    task_id = submit(node, alice)
 
-    queued = sandbox.fn.get(f"/tasks/{task_id}/logs", headers=alice).json()
-    sandbox.clock.advance(10)
-    lines = sandbox.fn.get(f"/tasks/{task_id}/logs", headers=alice).json()
+    queued = node.fn.get(f"/tasks/{task_id}/logs", headers=alice).json()
+    node.clock.advance(10)
+    lines = node.fn.get(f"/tasks/{task_id}/logs", headers=alice).json()
 
     assert queued == {"logs": "Task queued"}
     assert isinstance(lines["logs"], list) and lines["logs"]
@@ -422,12 +422,12 @@ def zip_members(content: bytes) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
-def test_results_are_an_empty_zip_until_the_task_terminates(sandbox, alice):
-    task_id = submit(sandbox, alice)
+def test_results_are_an_empty_zip_until_the_task_terminates(node, alice):
+    task_id = submit(node, alice)
 
-    early = sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice)
-    sandbox.clock.advance(7)
-    done = sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice)
+    early = node.fn.get(f"/tasks/{task_id}/results", headers=alice)
+    node.clock.advance(7)
+    done = node.fn.get(f"/tasks/{task_id}/results", headers=alice)
 
     assert early.status_code == 200
     assert zip_members(early.content) == {}
@@ -439,12 +439,12 @@ def test_results_are_an_empty_zip_until_the_task_terminates(sandbox, alice):
     assert members["summary.csv"] == SUMMARY_CSV
 
 
-def test_older_nodes_send_a_tarball_of_the_output_folder(sandbox, alice):
-    sandbox.fn_state.results_format = "tar.gz"
-    task_id = submit(sandbox, alice)
-    sandbox.clock.advance(7)
+def test_older_nodes_send_a_tarball_of_the_output_folder(node, alice):
+    node.fn_state.results_format = "tar.gz"
+    task_id = submit(node, alice)
+    node.clock.advance(7)
 
-    answer = sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice)
+    answer = node.fn.get(f"/tasks/{task_id}/results", headers=alice)
 
     assert answer.content[:2] == b"\x1f\x8b"
     with tarfile.open(fileobj=io.BytesIO(answer.content), mode="r:gz") as archive:
@@ -454,32 +454,32 @@ def test_older_nodes_send_a_tarball_of_the_output_folder(sandbox, alice):
     assert summary == SUMMARY_CSV
 
 
-def test_results_expire_after_three_days(sandbox, alice):
-    task_id = submit(sandbox, alice)
+def test_results_expire_after_three_days(node, alice):
+    task_id = submit(node, alice)
 
-    sandbox.clock.advance(3 * 24 * 3600)
-    last_moment = sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice)
-    sandbox.clock.advance(1)
-    expired = sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice)
+    node.clock.advance(3 * 24 * 3600)
+    last_moment = node.fn.get(f"/tasks/{task_id}/results", headers=alice)
+    node.clock.advance(1)
+    expired = node.fn.get(f"/tasks/{task_id}/results", headers=alice)
 
     assert last_moment.status_code == 200
     assert expired.status_code == 500
     assert expired.json() == {"error": RESULTS_EXPIRED}
 
 
-def test_review_gate_holds_results_until_an_admin_decides(sandbox, alice, admin):
-    sandbox.fn_state.review_enabled = True
-    approved_id = submit(sandbox, alice)
-    blocked_id = submit(sandbox, alice)
-    sandbox.clock.advance(10)
+def test_review_gate_holds_results_until_an_admin_decides(node, alice, admin):
+    node.fn_state.review_enabled = True
+    approved_id = submit(node, alice)
+    blocked_id = submit(node, alice)
+    node.clock.advance(10)
 
-    pending = sandbox.fn.get(f"/tasks/{approved_id}/results", headers=alice)
-    admin_view = sandbox.fn.get(f"/tasks/{approved_id}/results", headers=admin)
-    review_status = sandbox.fn.get(f"/tasks/{approved_id}", headers=alice).json()
-    sandbox.fn.post(f"/_standin/tasks/{approved_id}/review", json={"decision": "approve"})
-    sandbox.fn.post(f"/_standin/tasks/{blocked_id}/review", json={"decision": "block"})
-    released = sandbox.fn.get(f"/tasks/{approved_id}/results", headers=alice)
-    blocked = sandbox.fn.get(f"/tasks/{blocked_id}/results", headers=alice)
+    pending = node.fn.get(f"/tasks/{approved_id}/results", headers=alice)
+    admin_view = node.fn.get(f"/tasks/{approved_id}/results", headers=admin)
+    review_status = node.fn.get(f"/tasks/{approved_id}", headers=alice).json()
+    node.fn.post(f"/_standin/tasks/{approved_id}/review", json={"decision": "approve"})
+    node.fn.post(f"/_standin/tasks/{blocked_id}/review", json={"decision": "block"})
+    released = node.fn.get(f"/tasks/{approved_id}/results", headers=alice)
+    blocked = node.fn.get(f"/tasks/{blocked_id}/results", headers=alice)
 
     assert pending.status_code == 400
     assert pending.json() == {"status": "Pending Review"}
@@ -493,17 +493,17 @@ def test_review_gate_holds_results_until_an_admin_decides(sandbox, alice, admin)
 
 # Admin task list
 
-def test_task_list_is_for_admins_and_filters_by_description(sandbox, alice, admin):
-    ours = submit(sandbox, alice, description="fntc: default/summary", task_controller=True)
-    submit(sandbox, alice, description="by hand")
-    submit(sandbox, alice)
+def test_task_list_is_for_admins_and_filters_by_description(node, alice, admin):
+    ours = submit(node, alice, description="fntc: default/summary", task_controller=True)
+    submit(node, alice, description="by hand")
+    submit(node, alice)
 
-    refused = sandbox.fn.get("/tasks", headers=alice)
-    matched = sandbox.fn.get("/tasks", headers=admin,
+    refused = node.fn.get("/tasks", headers=alice)
+    matched = node.fn.get("/tasks", headers=admin,
                              params={"description__eq": "fntc: default/summary"})
-    not_ours = sandbox.fn.get("/tasks", headers=admin,
+    not_ours = node.fn.get("/tasks", headers=admin,
                               params={"description__ne": "fntc: default/summary"})
-    by_controller = sandbox.fn.get("/tasks", headers=admin,
+    by_controller = node.fn.get("/tasks", headers=admin,
                                    params={"task_controller__eq": "true"})
 
     assert refused.status_code == 403
@@ -513,15 +513,15 @@ def test_task_list_is_for_admins_and_filters_by_description(sandbox, alice, admi
     assert [item["id"] for item in by_controller.json()["items"]] == [ours]
 
 
-def test_task_list_pages_and_time_filters(sandbox, alice, admin):
+def test_task_list_pages_and_time_filters(node, alice, admin):
     for _ in range(3):
-        submit(sandbox, alice)
-        sandbox.clock.advance(60)
+        submit(node, alice)
+        node.clock.advance(60)
 
-    page = sandbox.fn.get("/tasks", headers=admin, params={"page": 2, "per_page": 2}).json()
-    recent = sandbox.fn.get("/tasks", headers=admin,
+    page = node.fn.get("/tasks", headers=admin, params={"page": 2, "per_page": 2}).json()
+    recent = node.fn.get("/tasks", headers=admin,
                             params={"created_at__gte": "2024-01-01 10:01:00"}).json()
-    bad_field = sandbox.fn.get("/tasks", headers=admin, params={"colour__eq": "blue"})
+    bad_field = node.fn.get("/tasks", headers=admin, params={"colour__eq": "blue"})
 
     assert (page["page"], page["per_page"], page["total"], page["pages"]) == (2, 2, 3, 2)
     assert [item["id"] for item in page["items"]] == [3]
@@ -531,14 +531,14 @@ def test_task_list_pages_and_time_filters(sandbox, alice, admin):
 
 # Control endpoints and faults
 
-def test_control_endpoints_move_the_clock_and_list_tasks(sandbox, alice):
-    task_id = submit(sandbox, alice, description="fntc: default/summary")
+def test_control_endpoints_move_the_clock_and_list_tasks(node, alice):
+    task_id = submit(node, alice, description="fntc: default/summary")
 
-    advanced = sandbox.fn.post("/_standin/clock/advance", json={"seconds": 3})
-    listed = sandbox.fn.get("/_standin/tasks").json()["tasks"]
+    advanced = node.fn.post("/_standin/clock/advance", json={"seconds": 3})
+    listed = node.fn.get("/_standin/tasks").json()["tasks"]
 
     assert advanced.status_code == 200
-    assert sandbox.clock.now() == START.replace(second=3)
+    assert node.clock.now() == START.replace(second=3)
     assert listed == [{
         "id": task_id, "name": "summary", "description": "fntc: default/summary",
         "owner": "alice@example.org", "docker_image": IMAGE, "dataset_id": 1,
@@ -547,35 +547,35 @@ def test_control_endpoints_move_the_clock_and_list_tasks(sandbox, alice):
         "review_status": None}]
 
 
-def test_injected_fault_answers_before_the_fn_does(sandbox, alice):
-    task_id = submit(sandbox, alice)
-    sandbox.fn.post("/_standin/faults", json={
+def test_injected_fault_answers_before_the_fn_does(node, alice):
+    task_id = submit(node, alice)
+    node.fn.post("/_standin/faults", json={
         "method": "GET", "path_prefix": f"/tasks/{task_id}/results", "status": 503,
         "body": {"error": "Service Unavailable"}, "times": 2})
 
-    faulted = [sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice).status_code
+    faulted = [node.fn.get(f"/tasks/{task_id}/results", headers=alice).status_code
                for _ in range(2)]
-    recovered = sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice)
+    recovered = node.fn.get(f"/tasks/{task_id}/results", headers=alice)
 
     assert faulted == [503, 503]
     assert recovered.status_code == 200
 
 
-def test_cleared_faults_no_longer_answer(sandbox, alice):
-    sandbox.fn.post("/_standin/faults", json={"path_prefix": "/tasks", "status": 502})
-    sandbox.fn.delete("/_standin/faults")
+def test_cleared_faults_no_longer_answer(node, alice):
+    node.fn.post("/_standin/faults", json={"path_prefix": "/tasks", "status": 502})
+    node.fn.delete("/_standin/faults")
 
-    answer = sandbox.fn.post("/tasks", json=task_body(), headers=alice)
+    answer = node.fn.post("/tasks", json=task_body(), headers=alice)
 
     assert answer.status_code == 201
-    assert sandbox.fn.get("/_standin/faults").json() == {"pending": []}
+    assert node.fn.get("/_standin/faults").json() == {"pending": []}
 
 
-def test_delayed_fault_makes_a_client_time_out(sandbox, alice):
-    sandbox.fn_faults.add("GET", "/tasks/", 0, delay=0.5)
+def test_delayed_fault_makes_a_client_time_out(node, alice):
+    node.fn_faults.add("GET", "/tasks/", 0, delay=0.5)
 
     with pytest.raises(httpx.ReadTimeout):
-        sandbox.fn.get("/tasks/1/results", headers=alice, timeout=0.1)
+        node.fn.get("/tasks/1/results", headers=alice, timeout=0.1)
 
 
 def test_faults_match_method_and_prefix_and_are_used_up():
@@ -589,25 +589,25 @@ def test_faults_match_method_and_prefix_and_are_used_up():
     assert faults.take("POST", "/tasks") is None
 
 
-def test_requests_are_counted_for_exactly_one_task_assertions(sandbox, alice):
-    submit(sandbox, alice)
-    sandbox.fn.post("/tasks/validate", json=task_body(), headers=alice)
+def test_requests_are_counted_for_exactly_one_task_assertions(node, alice):
+    submit(node, alice)
+    node.fn.post("/tasks/validate", json=task_body(), headers=alice)
 
-    created = [request for request in sandbox.fn_state.requests
+    created = [request for request in node.fn_state.requests
                if request.method == "POST" and request.path == "/tasks"]
     assert [request.status for request in created] == [201]
-    assert len(sandbox.fn_state.submissions) == 1
+    assert len(node.fn_state.submissions) == 1
 
 
-def test_image_behaviour_can_be_tuned_per_test(sandbox, alice):
-    sandbox.fn_state.images[ANALYTICS_IMAGE]["slow"] = ImageBehaviour(
+def test_image_behaviour_can_be_tuned_per_test(node, alice):
+    node.fn_state.images[ANALYTICS_IMAGE]["slow"] = ImageBehaviour(
         schedule_seconds=60, run_seconds=600, results={"out.txt": b"42\n"})
-    task_id = submit(sandbox, alice, image=f"{ANALYTICS_IMAGE}:slow")
+    task_id = submit(node, alice, image=f"{ANALYTICS_IMAGE}:slow")
 
-    sandbox.clock.advance(59)
-    still_scheduled = sandbox.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
-    sandbox.clock.advance(601)
-    results = sandbox.fn.get(f"/tasks/{task_id}/results", headers=alice)
+    node.clock.advance(59)
+    still_scheduled = node.fn.get(f"/tasks/{task_id}", headers=alice).json()["status"]
+    node.clock.advance(601)
+    results = node.fn.get(f"/tasks/{task_id}/results", headers=alice)
 
     assert still_scheduled == "scheduled"
     assert zip_members(results.content) == {"out.txt": b"42\n"}

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, cast
 
 import kubernetes
 import yaml
@@ -196,15 +196,16 @@ class ControlPlane:
 
     def api_client(self) -> kubernetes.client.ApiClient:
         """A new client of the official ``kubernetes`` package, acting as the admin."""
-        return kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        client = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        return cast(kubernetes.client.ApiClient, client)
 
     def create_namespace(self, name: str) -> str:
         """Create a namespace and return its name."""
         if self._admin_client is None:
             self._admin_client = self.api_client()
         core = kubernetes.client.CoreV1Api(self._admin_client)
-        core.create_namespace({"apiVersion": "v1", "kind": "Namespace",
-                               "metadata": {"name": name}})
+        core.create_namespace(kubernetes.client.V1Namespace(
+            metadata=kubernetes.client.V1ObjectMeta(name=name)))
         return name
 
     def serving_certificate(self, hosts: Iterable[str] = ()) -> tuple[Path, Path]:

@@ -15,6 +15,7 @@ Tests and the demo look inside with :meth:`GitHubState.branch_files`,
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
@@ -35,6 +36,7 @@ MAX_BLOB_BYTES = 100 * 2**20
 RATE_LIMIT = 5000
 RATE_WINDOW = 3600
 SANDBOX_OWNER = "fntc-sandbox"
+REQUEST_LOG_SIZE = 10_000
 
 
 @dataclass
@@ -82,8 +84,9 @@ class GitHubState:
         self.max_blob_bytes = MAX_BLOB_BYTES
         self.rate_limit = RATE_LIMIT
         self.faults = Faults()
-        #: ``(method, path)`` of every API request, in order; never headers or bodies.
-        self.requests: list[tuple[str, str]] = []
+        #: ``(method, path)`` of the latest API requests, in order; never headers or
+        #: bodies. Bounded so a long-running demo does not grow without end.
+        self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.lock = threading.RLock()
         self.repos: dict[str, Repository] = {}
         self.installations: dict[int, Installation] = {}

@@ -85,6 +85,19 @@ def test_repeated_delivery_writes_nothing_and_returns_the_same_commit(live: Live
     assert "other.txt" not in live.state.branch_files(CANCER, "results/task-12")
 
 
+def test_text_travels_inside_the_tree_and_only_binary_files_become_blobs(live: Live) -> None:
+    image = b"\x89PNG\r\n\x1a\n\x00\xff\xfe"
+    big_text = b"0123456789abcde\n" * (2**16 + 1)  # just over the inline size
+    files = {**RESULTS, "plots/km.png": image, "big.csv": big_text, "crlf.txt": b"a\r\nb"}
+
+    live.deliver(files=files)
+
+    uploads = [p for m, p in live.state.requests if p.endswith("/git/blobs")]
+    assert len(uploads) == 2
+    delivered = live.state.branch_files(CANCER, "results/task-12")
+    assert {path: delivered[path] for path in files} == files
+
+
 def test_marker_already_in_the_message_is_not_repeated(live: Live) -> None:
     live.deliver(message=f"Results\n\n{MARKER}")
     assert live.state.commits(CANCER, "results/task-12")[0] == f"Results\n\n{MARKER}"
@@ -135,7 +148,7 @@ def test_empty_repository_is_an_error_that_says_so(live: Live) -> None:
 
 
 def test_secondary_rate_limit_becomes_rate_limited_and_a_retry_succeeds(live: Live) -> None:
-    live.state.faults.add("POST", f"/repos/{CANCER}/git/blobs", 429,
+    live.state.faults.add("POST", f"/repos/{CANCER}/git/trees", 429,
                           {"message": "You have exceeded a secondary rate limit."},
                           headers={"retry-after": "30"})
 

@@ -1,0 +1,1 @@
+"""Benchmarks: each measures FNTC against a baseline taken in the same run."""

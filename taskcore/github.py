@@ -125,6 +125,16 @@ def _as_text(data: bytes) -> str | None:
         return None
 
 
+def _carries(message: str, marker: str) -> bool:
+    """True when ``marker`` is a line of its own in ``message``.
+
+    A whole line, not a substring, so the marker of task-1 is never found
+    inside the marker of task-12.
+    """
+    wanted = marker.strip()
+    return any(line.strip() == wanted for line in message.splitlines())
+
+
 def _split_repository(repository: str) -> tuple[str, str]:
     if not _REPOSITORY.match(repository):
         raise GitHubError(f"repository {repository!r} is not written as owner/name")
@@ -278,7 +288,7 @@ class GitHubApp:
         if not _BRANCH.match(branch) or ".." in branch or branch.endswith((".lock", "/")):
             raise GitHubError(f"{branch!r} cannot be a git branch name; use letters, digits "
                               "and - _ . / only")
-        if marker not in message:
+        if not _carries(message, marker):
             message = f"{message.rstrip()}\n\n{marker}"
 
         try:
@@ -318,7 +328,7 @@ class _DeliveryRun:
             head = self.branch_head(branch)
             if head is not None:
                 commit = self.commit(head)
-                if marker in str(commit.get("message", "")):
+                if _carries(str(commit.get("message", "")), marker):
                     log.info("results already delivered", extra={
                         "repository": self.repository, "branch": branch, "commit": head})
                     return Delivery(self.repository, branch, head, created=False)

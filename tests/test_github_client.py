@@ -103,6 +103,11 @@ def test_marker_already_in_the_message_is_not_repeated(live: Live) -> None:
     assert live.state.commits(CANCER, "results/task-12")[0] == f"Results\n\n{MARKER}"
 
 
+def test_a_longer_marker_containing_ours_does_not_count(live: Live) -> None:
+    live.deliver(marker=MARKER + "0")
+    assert live.deliver().created
+
+
 def test_existing_branch_without_the_marker_gets_a_commit_on_top(live: Live) -> None:
     earlier = live.deliver(files={"old.txt": b"earlier run\n"}, marker="fntc-task: other")
 

@@ -116,19 +116,20 @@ class ControlPlane:
         # A port picked as free can be taken before the server binds it, and
         # a busy machine can make a first start stall; one retry with fresh
         # ports covers both without hiding a start that is really broken.
-        failure: ControlPlaneError | None = None
-        for attempt in (1, 2):
-            try:
-                self._launch(attempt)
-                self._wait_until_ready(time.monotonic() + self._start_timeout)
-                break
-            except ControlPlaneError as e:
-                failure = e
-                self._terminate_children()
-        else:
-            self.stop()
-            assert failure is not None
-            raise failure
+        try:
+            for attempt in (1, 2):
+                try:
+                    self._launch(attempt)
+                    self._wait_until_ready(time.monotonic() + self._start_timeout)
+                    break
+                except ControlPlaneError:
+                    self._terminate_children()
+                    if attempt == 2:
+                        self._keep_work_dir = True  # the error points at its logs
+                        raise
+        except BaseException:
+            self.stop()  # also on Ctrl-C: no half-started servers left running
+            raise
         self.startup_seconds = time.monotonic() - started
 
     def stop(self) -> None:

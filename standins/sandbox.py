@@ -20,10 +20,17 @@ from .server import RunningServer, serve_in_thread
 
 
 class Sandbox:
-    """Keycloak, the FN and GitHub stand-ins with the sandbox's seed data."""
+    """Keycloak, the FN and GitHub stand-ins with the sandbox's seed data.
+
+    ``clock`` drives the FN's tasks (a test advances it to move them along).
+    Keycloak and GitHub judge token lifetimes against real time, as the
+    product's own clock does: a test moving FN tasks forward by an hour must
+    not make every token look expired.
+    """
 
     def __init__(self, *, clock: Clock | None = None, work_dir: Path | None = None) -> None:
         self.clock = clock or SystemClock()
+        self.token_clock: Clock = SystemClock()
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="fntc-sandbox-"))
         self.keycloak_faults = Faults()
         self.fn_faults = Faults()
@@ -34,14 +41,14 @@ class Sandbox:
 
     def start(self, *, ports: dict[str, int] | None = None) -> "Sandbox":
         ports = ports or {}
-        self.keycloak_state = default_keycloak_state(self.clock)
+        self.keycloak_state = default_keycloak_state(self.token_clock)
         self.servers["keycloak"] = serve_in_thread(
             create_keycloak_app(self.keycloak_state, self.keycloak_faults),
             port=ports.get("keycloak", 0))
         self.fn_state = default_fn_state(self.clock, self.servers["keycloak"].url)
         self.servers["fn"] = serve_in_thread(create_fn_app(self.fn_state, self.fn_faults),
                                              port=ports.get("fn", 0))
-        self.github_state, private_key = default_github_state(self.clock)
+        self.github_state, private_key = default_github_state(self.token_clock)
         self.servers["github"] = serve_in_thread(create_github_app(self.github_state),
                                                  port=ports.get("github", 0))
         self.github_key_file.write_bytes(private_key)

@@ -111,7 +111,17 @@ def observe(status: Any) -> Observation:
                                f"The analysis exited with code {code}: {explanation}.",
                                code, started, finished)
         if state == "waiting":
-            return observe("waiting")
+            # The FN drops the waiting reason today; should it ever pass one on
+            # (ImagePullBackOff, ErrImagePull...), it is the most useful word to show.
+            reason = details.get("reason")
+            if not isinstance(reason, str) or not reason.strip():
+                return observe("waiting")
+            reason = reason.strip()
+            hint = (" check that the image can be pulled on the FN."
+                    if "image" in reason.lower() or "pull" in reason.lower() else
+                    " read the task's logs on the FN.")
+            return Observation(Phase.SUBMITTED, reason,
+                               f"The task's container is waiting to start ({reason});{hint}")
     return Observation(None, "UnknownStatus", "The FN reported a status shape FNTC does not know.")
 
 

@@ -60,12 +60,24 @@ def current_phase(status: dict[str, Any]) -> Phase:
 
 
 def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns ``before`` into ``after`` (top-level keys only;
-    None removes a key). Empty when they are equal, so nothing is written."""
+    """The JSON merge patch (RFC 7386) that turns ``before`` into ``after``.
+
+    Empty when they are equal, so nothing is written. A merge patch merges
+    nested objects, so a key that ``after`` no longer holds inside an object
+    (the review message once results are delivered) is sent as ``None`` to
+    remove it; lists, conditions among them, are replaced as a whole.
+    """
     patch: dict[str, Any] = {}
     for key in set(before) | set(after):
-        if before.get(key) != after.get(key):
-            patch[key] = copy.deepcopy(after.get(key))
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        if key not in after:
+            patch[key] = None
+        elif isinstance(old, dict) and isinstance(new, dict):
+            patch[key] = changes(old, new)
+        else:
+            patch[key] = copy.deepcopy(new)
     return patch
 
 

@@ -118,6 +118,20 @@ class Keycloak:
             self._admin_tokens = (access, refresh, self._clock() + lifetime)
         return access, refresh
 
+    def _as_admin(self, call: Callable[[str], Any], timeout: float | None) -> Any:
+        """Run ``call`` with the admin access token; when Keycloak no longer
+        accepts a cached one (revoked, or Keycloak restarted), log in again once."""
+        admin_access, _ = self._admin_session(timeout)
+        try:
+            return call(admin_access)
+        except KeycloakError as error:
+            if error.status not in (400, 401):
+                raise
+            with self._lock:
+                if self._admin_tokens and self._admin_tokens[0] == admin_access:
+                    self._admin_tokens = None
+            return call(self._admin_session(timeout)[0])
+
     def admin_fn_token(self, *, timeout: float | None = None) -> str:
         """A token the FN accepts for the realm admin (for listing and cancelling)."""
         return self._admin_session(timeout)[1]
@@ -128,20 +142,25 @@ class Keycloak:
             cached = self._user_tokens.get(user.id)
         if cached and cached[1] > self._clock():
             return cached[0]
-        admin_access, _ = self._admin_session(timeout)
-        answer = self._token_request({
+        answer = self._as_admin(lambda admin_access: self._token_request({
             "grant_type": TOKEN_EXCHANGE,
             "subject_token": admin_access,
             "requested_subject": user.id,
             "requested_token_type": REFRESH_TOKEN_TYPE,
             "audience": self._client["client_id"],
-        }, what=f"obtaining a token for {user.email or user.username}", timeout=timeout)
+        }, what=f"obtaining a token for {user.email or user.username}", timeout=timeout),
+            timeout)
         token = answer.get("refresh_token")
         if not token:
             raise KeycloakError("Keycloak's token exchange answer has no refresh_token")
         with self._lock:
             self._user_tokens[user.id] = (token, self._clock() + USER_TOKEN_REUSE)
         return token
+
+    def forget_user_token(self, user: KeycloakUser) -> None:
+        """Drop a cached token the FN no longer accepts, so the next call exchanges anew."""
+        with self._lock:
+            self._user_tokens.pop(user.id, None)
 
     # -- users -----------------------------------------------------------------------------
 
@@ -157,15 +176,15 @@ class Keycloak:
             query, wanted = {"email": email, "exact": "true"}, ("email", email)
         elif username:
             query, wanted = {"username": username, "exact": "true"}, ("username", username)
-        elif github_id:
+        elif github_id and github_alias:
             query, wanted = {"idpAlias": github_alias, "idpUserId": github_id}, None
         else:
             raise UnknownUser("the Task names no user")
-        admin_access, _ = self._admin_session(timeout)
         described = email or username or f"GitHub user {github_id}"
-        found = self._send("GET", f"/admin/realms/{self._realm}/users", params=query,
-                           headers={"Authorization": f"Bearer {admin_access}"},
-                           what=f"looking up {described}", timeout=timeout)
+        found = self._as_admin(lambda admin_access: self._send(
+            "GET", f"/admin/realms/{self._realm}/users", params=query,
+            headers={"Authorization": f"Bearer {admin_access}"},
+            what=f"looking up {described}", timeout=timeout), timeout)
         if not isinstance(found, list):
             raise KeycloakError("Keycloak answered the user lookup in an unknown shape",
                                 transient=True)
@@ -186,7 +205,25 @@ class Keycloak:
         if email and username and record.username.lower() != username.lower():
             raise UnknownUser(f"the Keycloak user with email {email} has username "
                               f"{record.username!r}, not {username!r}")
+        if not wanted:
+            self._check_github_link(record, github_alias, github_id, admin_access, timeout)
         return record
+
+    def _check_github_link(self, user: KeycloakUser, alias: str, github_id: str,
+                           admin_access: str, timeout: float | None) -> None:
+        """Confirm the link itself: a Keycloak release that ignores the idp query
+        parameters lists every user, and a realm of one would then match anyone."""
+        links = self._send("GET", f"/admin/realms/{self._realm}/users/{user.id}"
+                           "/federated-identity",
+                           headers={"Authorization": f"Bearer {admin_access}"},
+                           what=f"checking the GitHub link of GitHub user {github_id}",
+                           timeout=timeout)
+        linked = isinstance(links, list) and any(
+            isinstance(link, dict) and link.get("identityProvider") == alias
+            and str(link.get("userId")) == github_id for link in links)
+        if not linked:
+            raise UnknownUser(f"no Keycloak user is linked to GitHub user {github_id} "
+                              f"in realm {self._realm}")
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -92,7 +92,14 @@ class Submitter:
                     return Submission(Outcome.SUBMITTED, f"found FN task {existing}",
                                       existing, adopted=True)
 
-            self.fn.validate(token, spec.project, body, timeout=deadline.remaining())
+            try:
+                self.fn.validate(token, spec.project, body, timeout=deadline.remaining())
+            except FNAuthFailed:
+                # A cached token the FN stopped accepting (revoked, Keycloak
+                # restarted): exchange a fresh one once before giving up.
+                self.keycloak.forget_user_token(user)
+                token = self.keycloak.fn_token_for(user, timeout=deadline.remaining())
+                self.fn.validate(token, spec.project, body, timeout=deadline.remaining())
             if dry_run:
                 return Submission(Outcome.VALIDATED, "the FN would accept this task")
             task_id = self.fn.create(token, spec.project, body, timeout=deadline.remaining())

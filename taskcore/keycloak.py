@@ -206,18 +206,18 @@ class Keycloak:
             raise UnknownUser(f"the Keycloak user with email {email} has username "
                               f"{record.username!r}, not {username!r}")
         if not wanted:
-            self._check_github_link(record, github_alias, github_id, admin_access, timeout)
+            self._check_github_link(record, github_alias, github_id, timeout)
         return record
 
     def _check_github_link(self, user: KeycloakUser, alias: str, github_id: str,
-                           admin_access: str, timeout: float | None) -> None:
+                           timeout: float | None) -> None:
         """Confirm the link itself: a Keycloak release that ignores the idp query
         parameters lists every user, and a realm of one would then match anyone."""
-        links = self._send("GET", f"/admin/realms/{self._realm}/users/{user.id}"
-                           "/federated-identity",
-                           headers={"Authorization": f"Bearer {admin_access}"},
-                           what=f"checking the GitHub link of GitHub user {github_id}",
-                           timeout=timeout)
+        links = self._as_admin(lambda admin_access: self._send(
+            "GET", f"/admin/realms/{self._realm}/users/{user.id}/federated-identity",
+            headers={"Authorization": f"Bearer {admin_access}"},
+            what=f"checking the GitHub link of GitHub user {github_id}", timeout=timeout),
+            timeout)
         linked = isinstance(links, list) and any(
             isinstance(link, dict) and link.get("identityProvider") == alias
             and str(link.get("userId")) == github_id for link in links)

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 from .errors import ServiceError
 from .fn import FNAuthFailed, FNClient, FNRejected, task_body
@@ -37,10 +38,24 @@ class Submission:
     adopted: bool = False
 
 
-class Deadline:
-    """What is left of a time budget, handed to each outside call as its timeout."""
+class BudgetSpent(ServiceError):
+    """The time budget ran out between two calls; the work can be done later."""
 
-    def __init__(self, seconds: float, clock=time.monotonic) -> None:
+    service = "fntc"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+class Deadline:
+    """What is left of a time budget, handed to each outside call as its timeout.
+
+    NB: httpx applies a timeout to each phase of a request (connect, send,
+    read) rather than to the whole, so one call can overrun what is left by
+    a little; :meth:`check` between calls keeps the sum bounded.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._end = clock() + seconds
 
@@ -50,6 +65,11 @@ class Deadline:
     @property
     def expired(self) -> bool:
         return self._clock() >= self._end
+
+    def check(self, before: str) -> None:
+        """Raise :class:`BudgetSpent` when nothing is left for the next call."""
+        if self.expired:
+            raise BudgetSpent(f"the time budget ran out before {before}")
 
 
 class Submitter:
@@ -81,27 +101,32 @@ class Submitter:
         who = spec.requester
         try:
             user = self.identify(spec, deadline)
+            deadline.check("obtaining the researcher's token")
             token = self.keycloak.fn_token_for(user, timeout=deadline.remaining())
             body = task_body(spec, name=marker.name, marker=marker)
 
             if not dry_run:
                 # A retried admission or a rerun of the poller must find what an
                 # earlier attempt created instead of creating it again.
+                deadline.check("looking for an FN task made earlier")
                 existing = self.find_existing(marker, deadline)
                 if existing is not None:
                     return Submission(Outcome.SUBMITTED, f"found FN task {existing}",
                                       existing, adopted=True)
 
+            deadline.check("asking the FN to validate the task")
             try:
                 self.fn.validate(token, spec.project, body, timeout=deadline.remaining())
             except FNAuthFailed:
                 # A cached token the FN stopped accepting (revoked, Keycloak
                 # restarted): exchange a fresh one once before giving up.
                 self.keycloak.forget_user_token(user)
+                deadline.check("asking the FN to validate the task again")
                 token = self.keycloak.fn_token_for(user, timeout=deadline.remaining())
                 self.fn.validate(token, spec.project, body, timeout=deadline.remaining())
             if dry_run:
                 return Submission(Outcome.VALIDATED, "the FN would accept this task")
+            deadline.check("creating the FN task")
             task_id = self.fn.create(token, spec.project, body, timeout=deadline.remaining())
             return Submission(Outcome.SUBMITTED, f"created FN task {task_id}", task_id)
         except UnknownUser as error:

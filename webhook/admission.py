@@ -49,9 +49,11 @@ class _RecentSubmissions:
         with self._guard:
             return self._items.get(uid)
 
-    def put(self, uid: str, answer: AdmissionResponse) -> None:
+    def put(self, uid: str, answer: AdmissionResponse | None) -> None:
+        """Remember ``answer`` (None: nothing to remember) and drop the uid's lock."""
         with self._guard:
-            self._items[uid] = answer
+            if answer is not None:
+                self._items[uid] = answer
             self._locks.pop(uid, None)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
@@ -60,6 +62,15 @@ class _RecentSubmissions:
 def _annotations(obj: dict[str, Any] | None) -> dict[str, str]:
     value = ((obj or {}).get("metadata") or {}).get("annotations")
     return value if isinstance(value, dict) else {}
+
+
+def _task_id(obj: dict[str, Any]) -> int | None:
+    """The FN task id a stored Task names, from its status or else its annotation."""
+    value = (obj.get("status") or {}).get("taskId") or _annotations(obj).get(TASK_ID_ANNOTATION)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _was_submitted(obj: dict[str, Any] | None) -> bool:
@@ -108,8 +119,7 @@ class Admission:
             if cached is not None:
                 return cached
             answer = self._create(request)
-            if not request.dry_run:
-                self._recent.put(request.uid, answer)
+            self._recent.put(request.uid, None if request.dry_run else answer)
             return answer
 
     def _requester_allowed(self, request: AdmissionRequest) -> bool:
@@ -160,8 +170,16 @@ class Admission:
         obj = request.object or {}
         if submission.outcome is Outcome.REFUSED:
             return denied(f"Task refused: {submission.message}", warnings=warnings)
-        if submission.outcome is Outcome.VALIDATED:
-            return allowed("validated", warnings=warnings)
+        if request.dry_run:
+            # Nothing was submitted, so the answer only drops annotations of ours
+            # that the author wrote: they are never taken on trust.
+            patch = annotation_patch(obj, dict.fromkeys(OUR_ANNOTATIONS))
+            if submission.outcome is Outcome.DEFERRED:
+                warnings = [*warnings, "the Federated Node could not be reached to validate "
+                            f"this Task ({submission.message}); it would be admitted as "
+                            "Pending and submitted later"]
+                return patched(patch, "deferred", warnings=warnings)
+            return patched(patch, "validated", warnings=warnings)
 
         deferred = submission.outcome is Outcome.DEFERRED
         patch = annotation_patch(obj, {
@@ -170,9 +188,9 @@ class Admission:
             SUBMISSION_ANNOTATION: "deferred" if deferred else "submitted",
         })
         if deferred:
-            warnings = [*warnings, "the Federated Node could not be reached; the Task is "
-                        "admitted as Pending and will be submitted later"]
-        if self.status_writer is not None and not request.dry_run:
+            warnings = [*warnings, f"FNTC could not submit the Task yet ({submission.message}); "
+                        "it is admitted as Pending and will be submitted later"]
+        if self.status_writer is not None:
             name, namespace = request.name or obj["metadata"]["name"], request.namespace
             self._run_later(lambda: self.status_writer.write_initial(
                 namespace, name, uid=request.uid, submission=submission))
@@ -191,21 +209,25 @@ class Admission:
             return denied(f"annotation {changed[0]} is set by FNTC and cannot be changed; "
                           "it ties the Task to its FN task")
         if _was_submitted(old) and old.get("spec") != new.get("spec"):
-            return denied("the spec of a submitted Task cannot change, since the FN task "
-                          "already runs as written; create a new Task with a new name instead")
+            if _annotations(old).get(SUBMISSION_ANNOTATION) == "deferred" and \
+                    not (old.get("status") or {}).get("taskId"):
+                why = "FNTC submits it to the FN as it was admitted"
+            else:
+                why = "the FN task already runs as written"
+            return denied(f"the spec of a submitted Task cannot change, since {why}; "
+                          "create a new Task with a new name instead")
         return allowed("unchanged")
 
     # -- DELETE ----------------------------------------------------------------------------
 
     def delete(self, request: AdmissionRequest) -> AdmissionResponse:
         old = request.old_object or {}
-        task_id = (old.get("status") or {}).get("taskId") or \
-            _annotations(old).get(TASK_ID_ANNOTATION)
+        task_id = _task_id(old)
         phase = (old.get("status") or {}).get("phase", "")
-        if request.dry_run or not task_id or phase in ("Succeeded", "Failed", "Cancelled"):
+        if request.dry_run or task_id is None or phase in ("Succeeded", "Failed", "Cancelled"):
             return allowed("deleted")
         fields = {"namespace": request.namespace, "task": request.name, "fn_task_id": task_id}
-        self._run_later(lambda: self._cancel(int(task_id), fields))
+        self._run_later(lambda: self._cancel(task_id, fields))
         return allowed("deleted", message=f"FNTC asks the FN to cancel task {task_id}")
 
     def _cancel(self, task_id: int, fields: dict[str, Any]) -> None:

@@ -22,15 +22,21 @@ log = logging.getLogger(__name__)
 
 
 class StatusWriter:
-    def __init__(self, tasks: TaskStore, *, wait: float = 15.0, interval: float = 0.1) -> None:
+    def __init__(self, tasks: TaskStore, *, wait: float = 15.0, interval: float = 0.02,
+                 max_interval: float = 0.25) -> None:
         self.tasks = tasks
         self.wait = wait
         self.interval = interval
+        self.max_interval = max_interval
 
     def write_initial(self, namespace: str, name: str, *, uid: str,
                       submission: Submission) -> bool:
         fields = {"namespace": namespace, "task": name, "uid": uid}
         deadline = time.monotonic() + self.wait
+        # The API server stores the Task milliseconds after our answer, and
+        # `kubectl get` right after `kubectl apply` should already show the
+        # status: look often at first, then less so.
+        interval = self.interval
         while time.monotonic() < deadline:
             try:
                 task = self.tasks.get(namespace, name)
@@ -44,7 +50,8 @@ class StatusWriter:
                 if task.get("status"):
                     return False    # the poller got there first
                 return self._write(task, submission, fields)
-            time.sleep(self.interval)
+            time.sleep(interval)
+            interval = min(interval * 1.5, self.max_interval)
         log.info("initial status: the Task was not stored; the poller will check the FN task",
                  extra=fields)
         return False

@@ -33,6 +33,11 @@ class ReloadingContext:
             stamp = self._stamp_now()
             if stamp == self._stamp:
                 return False
+            # Try the pair on a scratch context first: a certificate that does not
+            # match the key (one file rotated, the other not yet) would otherwise
+            # leave the live context without a usable key.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert_file,
+                                                                     self.key_file)
             self.context.load_cert_chain(self.cert_file, self.key_file)
         except (OSError, ssl.SSLError) as error:
             # Half-written files during a rotation: keep serving the old pair.

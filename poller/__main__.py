@@ -12,7 +12,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import urllib3
 
@@ -32,8 +32,19 @@ from .run import Poller, Summary
 log = logging.getLogger("poller")
 
 
-def build(settings: Settings, api_client) -> Poller:
-    """Wire the poller's parts from settings; raises SettingsError when they cannot work."""
+Clock = Callable[[], datetime]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build(settings: Settings, api_client, *, now: Clock = wall_clock) -> Poller:
+    """Wire the poller's parts from settings; raises SettingsError when they cannot work.
+
+    ``now`` is the time every part reads (status times, backoff, stuck
+    detection, GitHub App tokens); tests hand in a controllable clock.
+    """
     keycloak = Keycloak.from_settings(settings)
     fn = FNClient(settings.fn_url, timeout=settings.request_timeout)
     if not settings.github_app_id:
@@ -44,11 +55,8 @@ def build(settings: Settings, api_client) -> Poller:
         raise SettingsError(f"FNTC_GITHUB_APP_KEY_FILE: cannot read "
                             f"{settings.github_app_key_file}: {error.strerror}") from error
     github = GitHubApp(api_url=settings.github_api_url, app_id=settings.github_app_id,
-                       private_key_pem=key, timeout=settings.request_timeout)
-
-    def now() -> datetime:
-        return datetime.now(timezone.utc)
-
+                       private_key_pem=key, timeout=settings.request_timeout,
+                       now=lambda: now().timestamp())
     deliverer = Deliverer(fn=fn, github=github, branch_prefix=settings.results_branch_prefix,
                           retry_base=settings.submit_backoff_base,
                           retry_cap=settings.submit_backoff_cap,
@@ -57,27 +65,36 @@ def build(settings: Settings, api_client) -> Poller:
     return Poller(settings, tasks=TaskStore(api_client), reconciler=reconciler, now=now)
 
 
-def run_once(env: Mapping[str, str] | None = None) -> tuple[int, Summary | None]:
+def run_once(env: Mapping[str, str] | None = None, *,
+             now: Clock = wall_clock) -> tuple[int, Summary | None]:
     """One run; returns the exit code and, when the run happened, its summary."""
     env = os.environ if env is None else env
     try:
         settings = Settings.from_env(env)
-        logs.configure(settings.log_format)
-        api_client = load_api_client(env.get("KUBECONFIG"))
-        poller = build(settings, api_client)
     except SettingsError as error:
         print(f"poller: {error}", file=sys.stderr)
         return 2, None
+    logs.configure(settings.log_format)
+    try:
+        api_client = load_api_client(env.get("KUBECONFIG"))
     except Exception as error:  # noqa: BLE001 - a broken kubeconfig is configuration too
         print(f"poller: cannot configure the Kubernetes client: {error}", file=sys.stderr)
         return 2, None
+    try:
+        poller = build(settings, api_client, now=now)
+    except SettingsError as error:
+        api_client.close()
+        print(f"poller: {error}", file=sys.stderr)
+        return 2, None
 
-    lease = Lease(api_client, settings.lease_namespace, duration=settings.lease_duration)
+    lease = Lease(api_client, settings.lease_namespace, duration=settings.lease_duration,
+                  identity=poller.identity)
     try:
         if not lease.acquire():
             print("poller run: skipped, another run holds the lease", file=sys.stderr)
             return 0, None
-        summary = poller.run()
+        with lease.kept():
+            summary = poller.run()
     except (ServiceError, urllib3.exceptions.HTTPError, OSError) as error:
         print(f"poller: the run could not work: {error}", file=sys.stderr)
         return 1, None

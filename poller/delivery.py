@@ -49,13 +49,22 @@ class Deliverer:
     def branch_for(self, marker: Marker) -> str:
         return f"{self.branch_prefix}{marker.namespace}/{marker.name}"
 
+    def due(self, step: "Step") -> bool:
+        """False while an earlier failed attempt's backoff lasts."""
+        due = (step.status.get("results") or {}).get("nextAttemptAt")
+        return not (due and due > now_rfc3339(self.now()))
+
+    def postpone(self, step: "Step", task: dict[str, Any], marker: Marker, reason: str) -> None:
+        """Count a delivery attempt that could not even start, and say why."""
+        fields = {"namespace": marker.namespace, "task": marker.name}
+        self._retry(step, dict(step.status.get("results") or {}), reason, fields,
+                    generation=task["metadata"].get("generation"))
+
     def deliver(self, step: "Step", task: dict[str, Any], spec: TaskSpec, marker: Marker, *,
                 token: str, task_id: int | None) -> None:
+        """Fetch the results and commit them once; the outcome lands in ``step``."""
         status = step.status
         results = dict(status.get("results") or {})
-        due = results.get("nextAttemptAt")
-        if due and due > now_rfc3339(self.now()):
-            return
         generation = task["metadata"].get("generation")
         fields = {"namespace": marker.namespace, "task": marker.name, "fn_task_id": task_id}
         try:
@@ -82,16 +91,16 @@ class Deliverer:
                              "run the Task again to get them.", generation, warning=True)
                 return
             self._retry(step, results, f"the FN refused to hand over the results: {error}",
-                        fields)
+                        fields, generation=generation)
             return
         except ResultsArchiveError as error:
             self._retry(step, results, f"the results archive could not be read: {error}",
-                        fields)
+                        fields, generation=generation)
             return
         except ServiceError as error:
-            self._retry(step, results, str(error), fields,
-                        retry_after=getattr(error, "retry_after", None)
-                        if isinstance(error, RateLimited) else None)
+            self._retry(step, results, str(error), fields, generation=generation,
+                        retry_after=error.retry_after if isinstance(error, RateLimited)
+                        else None)
             return
 
         message = (f"{len(files)} result file(s) committed to branch {delivery.branch} "
@@ -101,7 +110,8 @@ class Deliverer:
                              "deliveredAt": now_rfc3339(self.now()), "files": len(files)}
         status["conditions"] = set_condition(status.get("conditions") or [], RESULTS_DELIVERED,
                                              True, reason="Delivered", message=message,
-                                             generation=generation)
+                                             generation=generation,
+                                             now=now_rfc3339(self.now()))
         step.delivered = True
         step.event("ResultsDelivered", message)
         log.info("results delivered", extra={**fields, "files": len(files),
@@ -114,19 +124,25 @@ class Deliverer:
         step.status["results"] = {"state": state, "message": message}
         step.status["conditions"] = set_condition(
             step.status.get("conditions") or [], RESULTS_DELIVERED, False,
-            reason=state, message=message, generation=generation)
+            reason=state, message=message, generation=generation, now=now_rfc3339(self.now()))
         step.event(f"Results{state}", message, warning)
 
     def _retry(self, step: "Step", results: dict[str, Any], reason: str,
-               fields: dict[str, Any], retry_after: float | None = None) -> None:
+               fields: dict[str, Any], *, generation: int | None,
+               retry_after: float | None = None) -> None:
         attempts = int(results.get("attempts") or 0) + 1
         delay = retry_after or min(self.retry_cap, self.retry_base * 2 ** (attempts - 1))
-        next_at = now_rfc3339(self.now() + timedelta(seconds=delay))
+        now = self.now()
+        next_at = now_rfc3339(now + timedelta(seconds=delay))
         log.warning("results not delivered (attempt %d, next after %s): %s", attempts,
                     next_at, reason, extra=fields)
         first = results.get("state") != "Retrying"
-        message = f"Results not delivered yet (attempt {attempts}): {reason}"
+        message = (f"Results not delivered yet (attempt {attempts}, next after {next_at}): "
+                   f"{reason}")[:500]
         step.status["results"] = {"state": "Retrying", "attempts": attempts,
-                                  "nextAttemptAt": next_at, "message": message[:500]}
+                                  "nextAttemptAt": next_at, "message": message}
+        step.status["conditions"] = set_condition(
+            step.status.get("conditions") or [], RESULTS_DELIVERED, False, reason="Retrying",
+            message=message, generation=generation, now=now_rfc3339(now))
         if first:
             step.event("ResultsDeliveryFailed", message, True)

@@ -1,15 +1,21 @@
 """A coordination.k8s.io Lease, so two poller runs never work at the same time.
 
 A manual run during the CronJob's run finds the Lease held and leaves at
-once. A run that died keeps the Lease only until it expires.
+once. A run that died keeps the Lease only until it expires; a run that
+lasts renews it (:meth:`Lease.kept`), so a long run is never taken for a
+dead one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -31,7 +37,8 @@ class Lease:
         self._api = client.CoordinationV1Api(api_client)
         self.namespace = namespace
         self.duration = int(max(duration, 1))
-        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.identity = identity or \
+            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.held = False
 
     def _spec(self, now: datetime, holder: str | None) -> client.V1LeaseSpec:
@@ -82,6 +89,47 @@ class Lease:
                              f"({error.status})", status=error.status) from error
         self.held = True
         return True
+
+    def renew(self) -> bool:
+        """Move the renew time on; False when the Lease is no longer ours."""
+        if not self.held:
+            return False
+        try:
+            lease = self._api.read_namespaced_lease(LEASE_NAME, self.namespace)
+            if lease.spec.holder_identity != self.identity:
+                self.held = False
+                return False
+            lease.spec.renew_time = datetime.now(timezone.utc)
+            self._api.replace_namespaced_lease(LEASE_NAME, self.namespace, lease)
+        except ApiException as error:
+            # A 409 means someone wrote the Lease since our read: it is not ours
+            # to assume any more; other errors may pass before the Lease expires.
+            if error.status == 409:
+                self.held = False
+            log.warning("could not renew the lease (%s)", error.status)
+            return self.held
+        return True
+
+    @contextmanager
+    def kept(self) -> Iterator["Lease"]:
+        """Renew the Lease in the background every third of its duration while the
+        ``with`` block runs, then release it."""
+        stop = threading.Event()
+
+        def renew_until_stopped() -> None:
+            while not stop.wait(self.duration / 3):
+                if not self.renew():
+                    log.warning("lost the lease; status writes stay guarded by "
+                                "resourceVersion preconditions")
+                    return
+
+        keeper = threading.Thread(target=renew_until_stopped, name="lease", daemon=True)
+        keeper.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            keeper.join(timeout=5)
 
     def release(self) -> None:
         if not self.held:

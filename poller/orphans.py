@@ -56,21 +56,25 @@ def find_orphans(fn_tasks: Iterable[dict[str, Any]], tasks: Iterable[dict[str, A
     return orphans
 
 
+def cancel_orphan(*, fn: FNClient, admin_token: str, task_id: int, marker: Marker) -> bool:
+    """Ask the FN to cancel one FN task that no Task claims; True when it accepted."""
+    fields = {"namespace": marker.namespace, "task": marker.name, "fn_task_id": task_id}
+    try:
+        fn.cancel(admin_token, task_id)
+    except ServiceError as error:
+        log.warning("orphan FN task not cancelled: %s", error, extra=fields)
+        return False
+    log.info("cancelled FN task whose Task does not exist", extra=fields)
+    return True
+
+
 def cancel_orphans(*, fn: FNClient, keycloak: Keycloak, tasks: list[dict[str, Any]],
                    cluster: str, namespaces: tuple[str, ...], grace: float,
                    now: Callable[[], datetime]) -> int:
     """Cancel every orphan; returns how many the FN accepted to cancel."""
     admin = keycloak.admin_fn_token()
     fn_tasks = fn.find(admin, task_controller__eq="true")
-    cancelled = 0
-    for task_id, marker in find_orphans(fn_tasks, tasks, cluster=cluster,
-                                        namespaces=namespaces, grace=grace, now=now()):
-        fields = {"namespace": marker.namespace, "task": marker.name, "fn_task_id": task_id}
-        try:
-            fn.cancel(admin, task_id)
-        except ServiceError as error:
-            log.warning("orphan FN task not cancelled: %s", error, extra=fields)
-            continue
-        cancelled += 1
-        log.info("cancelled FN task whose Task does not exist", extra=fields)
-    return cancelled
+    return sum(cancel_orphan(fn=fn, admin_token=admin, task_id=task_id, marker=marker)
+               for task_id, marker in find_orphans(fn_tasks, tasks, cluster=cluster,
+                                                   namespaces=namespaces, grace=grace,
+                                                   now=now()))

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from taskcore.errors import ServiceError
 from taskcore.fn import FNClient, FNRejected
-from taskcore.keycloak import Keycloak, KeycloakUser
+from taskcore.keycloak import Keycloak
 from taskcore.phases import Phase, advance, now_rfc3339, observe
 from taskcore.settings import Settings
-from taskcore.status import (RUNNING, STUCK, SUCCEEDED, current_phase,
+from taskcore.status import (RUNNING, STUCK, SUBMISSION_CLAIM, SUCCEEDED, current_phase,
                              get_condition, pending_status, set_condition, submitted_status)
 from taskcore.submission import Deadline, Outcome, Submitter
 from taskcore.task import ADMISSION_UID_ANNOTATION, TASK_ID_ANNOTATION, Marker, review_spec
@@ -28,6 +29,8 @@ from .delivery import Deliverer, results_settled
 log = logging.getLogger(__name__)
 
 _FINAL_EVENTS = {Phase.SUCCEEDED: False, Phase.FAILED: True, Phase.CANCELLED: True}
+#: Reasons of an unfinished Task that are part of a normal life, not a warning.
+_ORDINARY_REASONS = ("Submitted", "Scheduled", "Waiting", "Running")
 
 
 @dataclass
@@ -50,6 +53,17 @@ def parse_time(value: Any) -> datetime | None:
         return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
         return None
+
+
+def span(seconds: float) -> str:
+    """A length of time as a person says it: 45 seconds, 1.5 minutes, 6 hours."""
+    unit, count = "second", float(seconds)
+    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            unit, count = name, round(seconds / size, 1)
+            break
+    text = f"{count:g}"
+    return f"{text} {unit}" + ("" if text == "1" else "s")
 
 
 def marker_of(task: dict[str, Any], cluster: str) -> Marker:
@@ -87,19 +101,39 @@ class Reconciler:
         self.submitter = Submitter(settings, keycloak=keycloak, fn=fn)
         self.deliverer = deliverer
         self.now = now
-        self._users: dict[tuple[str, str, str], KeycloakUser] = {}
+        self._tokens: dict[tuple[str, str, str], str] = {}
+        self._user_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._users_lock = threading.Lock()
 
     def user_token(self, spec) -> str:
-        """The researcher's FN token, looked up once per run and user."""
+        """The researcher's FN token, looked up once per run and user.
+
+        One thread per researcher asks Keycloak while the others wait for its
+        answer, so however many Tasks a researcher has and however many run
+        at once, a run exchanges one token for them.
+        """
         key = (spec.email, spec.username, spec.github_id)
         with self._users_lock:
-            user = self._users.get(key)
-        if user is None:
-            user = self.submitter.identify(spec, Deadline(self.settings.request_timeout))
-            with self._users_lock:
-                self._users[key] = user
-        return self.keycloak.fn_token_for(user)
+            lock = self._user_locks.setdefault(key, threading.Lock())
+        with lock:
+            token = self._tokens.get(key)
+            if token is None:
+                user = self.submitter.identify(spec, Deadline(self.settings.request_timeout))
+                token = self.keycloak.fn_token_for(user)
+                self._tokens[key] = token
+        return token
+
+    def submission_due(self, task: dict[str, Any]) -> bool:
+        """True when reconciling ``task`` now would ask the FN to create its FN task."""
+        status = task.get("status") or {}
+        if current_phase(status).final or task_id_of(task) is not None:
+            return False
+        meta = task["metadata"]
+        if review_spec(meta["name"], task.get("spec"),
+                       allowed_registries=self.settings.allowed_registries).spec is None:
+            return False
+        due = parse_time((status.get("submission") or {}).get("nextAttemptAt"))
+        return not (due and due > self.now())
 
     def reconcile(self, task: dict[str, Any]) -> Step:
         status = dict(task.get("status") or {})
@@ -122,20 +156,35 @@ class Reconciler:
         task_id = task_id_of(task)
         if task_id is None and not phase.final:
             self._submit(step, spec, marker, generation)
+            # The claim this run took to submit is settled by whatever came of it.
+            step.status.pop(SUBMISSION_CLAIM, None)
         elif task_id is not None and not phase.final:
             if status.get("taskId") != task_id:
+                message = f"Submitted to the FN as task {task_id}."
                 step.status = submitted_status(status, task_id=task_id, generation=generation,
-                                               message=f"Submitted to the FN as task {task_id}.")
+                                               message=message, now=now_rfc3339(self.now()))
+                step.event("Submitted", message)
             self._refresh(step, spec, task_id, marker, generation)
 
         phase = current_phase(step.status)
         if phase is Phase.SUCCEEDED and self.deliverer is not None \
-                and not results_settled(phase, step.status):
-            self.deliverer.deliver(step, task, spec, marker, token=self.user_token(spec),
-                                   task_id=task_id_of({"metadata": meta,
-                                                       "status": step.status}))
+                and not results_settled(phase, step.status) and self.deliverer.due(step):
+            self._deliver(step, task, spec, marker)
         self._check_stuck(step, generation)
         return step
+
+    def _deliver(self, step: Step, task: dict[str, Any], spec, marker: Marker) -> None:
+        assert self.deliverer is not None
+        try:
+            token = self.user_token(spec)
+        except ServiceError as error:
+            # The phase this run learnt is still written; only the delivery waits.
+            self.deliverer.postpone(step, task, marker,
+                                    f"no FN token for {spec.requester}: {error}")
+            return
+        self.deliverer.deliver(step, task, spec, marker, token=token,
+                               task_id=task_id_of({"metadata": task["metadata"],
+                                                   "status": step.status}))
 
     # -- submission of a Task deferred at admission -----------------------------------------
 
@@ -145,6 +194,12 @@ class Reconciler:
         due = parse_time(submission_state.get("nextAttemptAt"))
         if due and due > self.now():
             return
+        try:
+            # Warms the run's token for this researcher, so the submission below
+            # reuses it; a failure is left for the submission to judge and report.
+            self.user_token(spec)
+        except ServiceError:
+            pass
         result = self.submitter.submit(spec, marker,
                                        deadline=Deadline(self.settings.request_timeout * 3))
         if result.outcome is Outcome.SUBMITTED and result.task_id is not None:
@@ -152,7 +207,8 @@ class Reconciler:
             message = (f"{verb} FN task {result.task_id}"
                        + (" made by an earlier attempt." if result.adopted else "."))
             step.status = submitted_status(status, task_id=result.task_id,
-                                           generation=generation, message=message)
+                                           generation=generation, message=message,
+                                           now=now_rfc3339(self.now()))
             step.submitted = not result.adopted
             step.event(verb, message)
         elif result.outcome is Outcome.REFUSED:
@@ -172,7 +228,8 @@ class Reconciler:
                                          generation=generation,
                                          submission={"attempts": attempts,
                                                      "nextAttemptAt": next_at,
-                                                     "lastError": result.message[:300]})
+                                                     "lastError": result.message[:300]},
+                                         now=now_rfc3339(self.now()))
             if first:
                 step.event("SubmissionDeferred", message, True)
 
@@ -204,10 +261,14 @@ class Reconciler:
 
         seen = observe(fn_task.get("status"))
         before = current_phase(status)
-        after = advance(before, seen.phase)
         if seen.phase is None:
             log.info("FN task status not understood; phase kept", extra={
                 "namespace": marker.namespace, "task": marker.name, "fn_task_id": task_id})
+            return
+        after = advance(before, seen.phase)
+        if after is not seen.phase:
+            # An answer behind what the Task already shows (a lagging read on the
+            # FN's side): the Task keeps its phase, reason and message as they are.
             return
         if after is before and status.get("reason") == seen.reason:
             return
@@ -235,9 +296,12 @@ class Reconciler:
                 new["results"] = {"state": "NotApplicable"}
         new["conditions"] = conditions
         step.status = new
+        message = f"FN task {task_id}: {seen.message}"
         if after is not before:
-            step.event(after.value if after is not Phase.FAILED else seen.reason,
-                       f"FN task {task_id}: {seen.message}", _FINAL_EVENTS.get(after, False))
+            step.event(after.value if after is not Phase.FAILED else seen.reason, message,
+                       _FINAL_EVENTS.get(after, False))
+        else:
+            step.event(seen.reason, message, seen.reason not in _ORDINARY_REASONS)
 
     def _final(self, status: dict[str, Any], phase: Phase, reason: str, message: str,
                generation: int | None) -> dict[str, Any]:
@@ -261,27 +325,30 @@ class Reconciler:
             if get_condition(status, STUCK) and phase.final:
                 status["conditions"] = [c for c in status["conditions"] if c["type"] != STUCK]
             return
-        stuck = (self.now() - since).total_seconds() > self.settings.stuck_after
+        now = self.now()
+        stuck = (now - since).total_seconds() > self.settings.stuck_after
         existing = get_condition(status, STUCK)
         if not stuck:
             if existing and existing.get("status") == "True":
-                status["conditions"] = set_condition(status["conditions"], STUCK, False,
-                                                     reason="Progressing", message="",
-                                                     generation=generation)
+                status["conditions"] = set_condition(
+                    status["conditions"], STUCK, False, reason="Progressing",
+                    message=f"The Task moved on to {phase.value}.", generation=generation,
+                    now=now_rfc3339(now))
             return
         if existing and existing.get("status") == "True":
             return
-        hours = self.settings.stuck_after / 3600
         hint = {
             Phase.PENDING: "the FN could not be reached to submit it",
             Phase.SUBMITTED: ("its container has not started; the image may not be pullable "
-                              "on the FN" if status.get("reason") == "Waiting"
+                              "on the FN" if status.get("reason") not in
+                              ("Submitted", "Scheduled")
                               else "the FN has not started it"),
             Phase.RUNNING: "the analysis is still running",
         }[phase]
-        message = f"The Task has been {phase.value} for over {hours:g} hours: {hint}."
+        message = (f"The Task has been {phase.value} for over "
+                   f"{span(self.settings.stuck_after)}: {hint}.")
         status["conditions"] = set_condition(status.get("conditions") or [], STUCK, True,
                                              reason=f"Stuck{phase.value}", message=message,
-                                             generation=generation)
+                                             generation=generation, now=now_rfc3339(now))
         step.event("Stuck", message, True)
 

@@ -9,6 +9,9 @@ orphaned FN tasks, and ends with a one-line summary.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,16 +20,25 @@ from typing import Any, Callable
 
 from taskcore.errors import ServiceError
 from taskcore.kube import Conflict, Gone, TaskStore
+from taskcore.phases import now_rfc3339
 from taskcore.settings import Settings
-from taskcore.status import changes
+from taskcore.status import SUBMISSION_CLAIM, changes
 
-from .orphans import cancel_orphans
-from .reconcile import Reconciler, needs_work
+from .orphans import cancel_orphan, cancel_orphans
+from .reconcile import Reconciler, marker_of, needs_work, parse_time, task_id_of
 
 log = logging.getLogger(__name__)
 
 #: How often one Task is reconciled again after a write conflict.
 CONFLICT_RETRIES = 2
+#: Tasks asked for per list request; a continue token fetches the next page.
+PAGE_SIZE = 250
+
+
+def run_identity() -> str:
+    """Names one run in the Lease and in submission claims. The random part keeps
+    two runs apart even in one process, or in two pods that both run as pid 1."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -57,16 +69,25 @@ class _Result:
 
 class Poller:
     def __init__(self, settings: Settings, *, tasks: TaskStore, reconciler: Reconciler,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 identity: str | None = None, page_size: int = PAGE_SIZE) -> None:
         self.settings = settings
         self.tasks = tasks
         self.reconciler = reconciler
         self.now = now
+        self.identity = identity or run_identity()
+        self.page_size = page_size
+
+    @property
+    def claim_ttl(self) -> float:
+        """Seconds a submission claim holds. A submission gives up after three request
+        timeouts, so an older claim belongs to a run that died or gave up."""
+        return 4 * self.settings.request_timeout
 
     def run(self) -> Summary:
         started = time.monotonic()
         summary = Summary()
-        listed = list(self.tasks.iterate(self.settings.namespaces))
+        listed = list(self.tasks.iterate(self.settings.namespaces, page_size=self.page_size))
         summary.seen = len(listed)
         active = [task for task in listed if needs_work(task)]
         summary.skipped = summary.seen - len(active)
@@ -94,9 +115,17 @@ class Poller:
         meta = task["metadata"]
         fields = {"namespace": meta["namespace"], "task": meta["name"]}
         result = _Result()
+        tied: int | None = None     # an FN task this run tied to a Task without one
         for attempt in range(1, CONFLICT_RETRIES + 2):
             try:
+                if self.reconciler.submission_due(task):
+                    claimed = self._claim(task, fields)
+                    if claimed is None:
+                        return result
+                    task, meta = claimed, claimed["metadata"]
                 step = self.reconciler.reconcile(task)
+                if task_id_of(task) is None and step.status.get("taskId") is not None:
+                    tied = int(step.status["taskId"])
                 patch = changes(task.get("status") or {}, step.status)
                 result.submitted |= step.submitted
                 if patch:
@@ -112,6 +141,7 @@ class Poller:
                 return result
             except Gone:
                 log.info("Task deleted during the run; nothing to write", extra=fields)
+                self._cancel_tied(task, tied)
                 return result
             except Conflict:
                 will_retry = attempt <= CONFLICT_RETRIES
@@ -122,6 +152,7 @@ class Poller:
                     return result
                 fresh = self.tasks.get(meta["namespace"], meta["name"])
                 if fresh is None:
+                    self._cancel_tied(task, tied)
                     return result
                 task, meta = fresh, fresh["metadata"]
             except ServiceError as error:
@@ -134,3 +165,34 @@ class Poller:
                 return result
         return result
 
+    def _claim(self, task: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Take the Task's submission claim, or None when another live run holds it.
+
+        The claim is written with the resourceVersion this run read: of two runs
+        that read the same version only one write succeeds (the other gets a
+        Conflict, reads again and finds the claim taken), so one FN task is made.
+        """
+        claim = (task.get("status") or {}).get(SUBMISSION_CLAIM) or {}
+        holder, since, now = claim.get("holder"), parse_time(claim.get("at")), self.now()
+        if holder and holder != self.identity and since is not None \
+                and (now - since).total_seconds() < self.claim_ttl:
+            log.info("another poller run is submitting this Task; left to it",
+                     extra={**fields, "holder": holder})
+            return None
+        return self.tasks.patch_status(
+            task, {SUBMISSION_CLAIM: {"holder": self.identity, "at": now_rfc3339(now)}},
+            resource_version=task["metadata"]["resourceVersion"])
+
+    def _cancel_tied(self, task: dict[str, Any], task_id: int | None) -> None:
+        """The Task went away while this run gave it an FN task: cancel that FN task
+        now rather than leave it running until the orphan sweep of a later run."""
+        if task_id is None:
+            return
+        try:
+            admin = self.reconciler.keycloak.admin_fn_token()
+        except ServiceError as error:
+            log.warning("FN task of a deleted Task left for the orphan sweep: %s", error,
+                        extra={"fn_task_id": task_id})
+            return
+        cancel_orphan(fn=self.reconciler.fn, admin_token=admin, task_id=task_id,
+                      marker=marker_of(task, self.settings.cluster_name))

@@ -19,6 +19,11 @@ STUCK = "Stuck"
 
 CONDITION_ORDER = (SUBMITTED, RUNNING, SUCCEEDED, RESULTS_DELIVERED, STUCK)
 
+#: Status field a poller run writes (with a resourceVersion precondition) before it
+#: asks the FN to create a deferred Task's FN task: ``{"holder": run, "at": time}``.
+#: Of two runs working at once only one can take it, so only one submits.
+SUBMISSION_CLAIM = "submissionClaim"
+
 
 def set_condition(conditions: list[dict[str, Any]], kind: str, status: bool | str, *,
                   reason: str, message: str, generation: int | None,

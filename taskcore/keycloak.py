@@ -180,11 +180,11 @@ class Keycloak:
             query, wanted = {"idpAlias": github_alias, "idpUserId": github_id}, None
         else:
             raise UnknownUser("the Task names no user")
-        described = email or username or f"GitHub user {github_id}"
+        described = email or username or f"linked to GitHub user {github_id}"
         found = self._as_admin(lambda admin_access: self._send(
             "GET", f"/admin/realms/{self._realm}/users", params=query,
             headers={"Authorization": f"Bearer {admin_access}"},
-            what=f"looking up {described}", timeout=timeout), timeout)
+            what=f"looking up the user {described}", timeout=timeout), timeout)
         if not isinstance(found, list):
             raise KeycloakError("Keycloak answered the user lookup in an unknown shape",
                                 transient=True)
@@ -195,7 +195,7 @@ class Keycloak:
         if not found:
             raise UnknownUser(f"no Keycloak user {described} exists in realm {self._realm}")
         if len(found) > 1:
-            raise UnknownUser(f"{described} matches {len(found)} Keycloak users; "
+            raise UnknownUser(f"the user {described} matches {len(found)} Keycloak users; "
                               "name the user by email")
         user = found[0]
         if user.get("enabled") is False:
@@ -222,7 +222,7 @@ class Keycloak:
             isinstance(link, dict) and link.get("identityProvider") == alias
             and str(link.get("userId")) == github_id for link in links)
         if not linked:
-            raise UnknownUser(f"no Keycloak user is linked to GitHub user {github_id} "
+            raise UnknownUser(f"no Keycloak user linked to GitHub user {github_id} exists "
                               f"in realm {self._realm}")
 
 

@@ -100,7 +100,8 @@ CASES = [
     Case("image-too-long", {"image": "ghcr.io/fntc-sandbox/" + "a" * 500 + ":1.0"},
          "Task refused: spec.image is 525 characters long; at most 512 are allowed"),
     Case("user-missing", drop=("user",),
-         refused="Task refused: spec.user needs an email or a username, to act for that researcher"),
+         refused="Task refused: spec.user needs an email or a username, to act for that "
+                 "researcher"),
     Case("user-empty", {"user": {}},
          "Task refused: spec.user needs an email or a username, to act for that researcher"),
     Case("email-malformed", {"user": {"email": "alice-at-example.org"}},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
+import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -157,10 +157,12 @@ class TaskStore:
         is logged and never stops the work it describes."""
         meta = task["metadata"]
         now = datetime.now(timezone.utc)
+        # Event times have whole seconds; a name that grows with the nanosecond
+        # clock keeps events of one second in the order they happened, which is
+        # the order the API server lists them and kubectl describe shows them.
         event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                name=f"{meta['name']}.{now.strftime('%Y%m%d%H%M%S')}{secrets.token_hex(3)}",
-                namespace=meta["namespace"]),
+            metadata=client.V1ObjectMeta(name=f"{meta['name']}.{time.time_ns():x}",
+                                         namespace=meta["namespace"]),
             involved_object=client.V1ObjectReference(
                 api_version=API_VERSION, kind=KIND, name=meta["name"],
                 namespace=meta["namespace"], uid=meta.get("uid"),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import urllib3
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
@@ -393,3 +394,89 @@ def test_tls_reload_keeps_the_old_pair_while_a_rotation_is_half_done(tls_server)
     os.utime(key, (2_000_001, 2_000_001))
     assert tls.reload_if_changed() is True
     assert _served_certificate(port, ca) == _der(cert)
+
+
+# -- decisions of the real Admission that need no API server -----------------------------
+
+
+class UnreachableTasks:
+    """The API server cannot be asked whether the name is free."""
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        raise urllib3.exceptions.MaxRetryError(None, "/apis", "connection refused")
+
+
+def test_a_name_that_cannot_be_checked_is_refused_for_now(sandbox) -> None:
+    settings = Settings.from_env({**sandbox.env(), "FNTC_CLUSTER_NAME": "in-process"})
+    submitter = Submitter(settings, keycloak=Keycloak.from_settings(settings),
+                          fn=FNClient(settings.fn_url))
+    admission = Admission(settings, submitter=submitter, tasks=UnreachableTasks(),  # type: ignore
+                          run_later=lambda job: None)
+    submissions = len(sandbox.fn_state.submissions)
+    response = TestClient(create_app(lambda: admission)).post(
+        "/mutate", json=review_body(obj=task_object())).json()["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 503
+    assert response["status"]["message"] == ("FNTC could not check that the Task name is "
+                                             "free; try again")
+    assert len(sandbox.fn_state.submissions) == submissions
+
+
+def test_the_same_review_twice_submits_once(real_client, sandbox) -> None:
+    client, _ = real_client
+    body = review_body(uid="retried-uid-1", obj=task_object("retried"))
+    submissions = len(sandbox.fn_state.submissions)
+    first = client.post("/mutate", json=body).json()["response"]
+    second = client.post("/mutate", json=body).json()["response"]
+    assert first == second and first["allowed"] is True
+    assert len(sandbox.fn_state.submissions) == submissions + 1
+
+
+@pytest.mark.parametrize("status, annotations, dry_run", [
+    ({"phase": "Succeeded", "taskId": 7}, {}, False),
+    ({"phase": "Failed", "taskId": 7}, {}, False),
+    ({"phase": "Cancelled", "taskId": 7}, {}, False),
+    ({"phase": "Running", "taskId": 7}, {}, True),
+    ({"phase": "Pending"}, {SUBMISSION: "deferred"}, False),
+    ({}, {TASK_ID: "not-a-number"}, False),
+], ids=["succeeded", "failed", "cancelled", "dry-run", "never-submitted", "garbled-id"])
+def test_deletes_that_cancel_nothing(real_client, status: dict, annotations: dict,
+                                     dry_run: bool) -> None:
+    client, jobs = real_client
+    old = {**task_object(annotations=annotations), "status": status}
+    response = client.post("/validate", json=review_body(
+        "DELETE", obj={}, oldObject=old, dryRun=dry_run)).json()["response"]
+    assert response["allowed"] is True
+    assert jobs == []
+
+
+def test_delete_of_a_running_task_schedules_the_cancel(real_client) -> None:
+    client, jobs = real_client
+    old = {**task_object(annotations={TASK_ID: "7"}), "status": {"phase": "Running"}}
+    response = client.post("/validate", json=review_body(
+        "DELETE", obj={}, oldObject=old)).json()["response"]
+    assert response["allowed"] is True
+    assert response["status"]["message"] == "FNTC asks the FN to cancel task 7"
+    assert len(jobs) == 1
+
+
+@pytest.mark.parametrize("annotations, status, reason", [
+    ({TASK_ID: "7", SUBMISSION: "submitted"}, {"taskId": 7},
+     "the FN task already runs as written"),
+    ({SUBMISSION: "deferred"}, {"phase": "Pending"},
+     "FNTC submits it to the FN as it was admitted"),
+], ids=["submitted", "deferred"])
+def test_spec_updates_are_refused_with_the_reason(real_client, annotations: dict,
+                                                  status: dict, reason: str) -> None:
+    client, _ = real_client
+    old = {**task_object(annotations=annotations), "status": status}
+    new = {**task_object(annotations=annotations, dataset=2), "status": status}
+    response = client.post("/validate", json=review_body(
+        "UPDATE", obj=new, oldObject=old)).json()["response"]
+    assert response["allowed"] is False
+    assert response["status"]["message"] == (
+        f"the spec of a submitted Task cannot change, since {reason}; create a new Task "
+        "with a new name instead")
+    unchanged = client.post("/validate", json=review_body(
+        "UPDATE", obj={**old, "metadata": {**old["metadata"], "labels": {"a": "b"}}},
+        oldObject=old)).json()["response"]
+    assert unchanged["allowed"] is True

@@ -14,6 +14,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+import urllib3
+
 from taskcore.errors import ServiceError
 from taskcore.fn import FNClient
 from taskcore.keycloak import Keycloak
@@ -101,12 +103,19 @@ class Admission:
 
     def review(self, request: AdmissionRequest) -> AdmissionResponse:
         if request.operation == "CREATE":
-            return self.create(request)
-        if request.operation == "UPDATE":
-            return self.update(request)
-        if request.operation == "DELETE":
-            return self.delete(request)
-        return allowed("ignored")
+            answer = self.create(request)
+        elif request.operation == "UPDATE":
+            answer = self.update(request)
+        elif request.operation == "DELETE":
+            answer = self.delete(request)
+        else:
+            return allowed("ignored")
+        if not answer.allowed:
+            log.info("admission %s refused: %s", request.operation, answer.message,
+                     extra={"namespace": request.namespace, "task": request.name,
+                            "uid": request.uid, "requester": request.user_info.username,
+                            "dry_run": request.dry_run})
+        return answer
 
     # -- CREATE ----------------------------------------------------------------------------
 
@@ -153,7 +162,7 @@ class Admission:
             if self.tasks.get(namespace, name) is not None:
                 return denied(f"a Task named {name} already exists in {namespace}; "
                               "choose another name", warnings=warnings)
-        except ServiceError as error:
+        except (ServiceError, urllib3.exceptions.HTTPError, OSError) as error:
             log.warning("could not check that the Task name is free: %s", error, extra=fields)
             return denied("FNTC could not check that the Task name is free; try again",
                           outcome="error", code=503, warnings=warnings)

@@ -84,6 +84,16 @@ def task_body(spec: TaskSpec, *, name: str, marker: Marker) -> dict[str, Any]:
     }
 
 
+def _json(response: httpx.Response, what: str) -> Any:
+    """The body of a successful answer; one that is not JSON means the FN is unwell
+    (or something in front of it answered), which may pass."""
+    try:
+        return response.json()
+    except ValueError as error:
+        raise FNUnavailable(f"the FN answered in a form FNTC cannot read while {what}",
+                            status=response.status_code) from error
+
+
 def _error_text(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -135,6 +145,10 @@ class FNClient:
                                status=status)
         if status >= 500 and not any(word in text for word in _DEFINITIVE_500):
             raise FNUnavailable(f"the FN failed while {what} ({status}): {text}", status=status)
+        if status in (408, 429):
+            # A gateway in front of the FN asked to wait or to slow down.
+            raise FNUnavailable(f"the FN asked FNTC to try again later while {what} "
+                                f"({status}): {text}", status=status)
         raise FNRejected(text, status=status)
 
     def validate(self, token: str, project: str, body: dict[str, Any], *,
@@ -156,7 +170,7 @@ class FNClient:
     def get(self, token: str, task_id: int, *, timeout: float | None = None) -> dict[str, Any]:
         response = self._call("GET", f"/tasks/{task_id}", token=token, timeout=timeout,
                               what=f"reading task {task_id}")
-        body = response.json()
+        body = _json(response, f"reading task {task_id}")
         if not isinstance(body, dict):
             raise FNUnavailable(f"the FN answered task {task_id} with something not an object")
         return body
@@ -183,13 +197,14 @@ class FNClient:
         page = 1
         while True:
             params = {**filters, "page": page, "per_page": per_page}
-            body = self._call("GET", "/tasks", token=admin_token, params=params,
-                              timeout=timeout, what="listing tasks").json()
+            body = _json(self._call("GET", "/tasks", token=admin_token, params=params,
+                                    timeout=timeout, what="listing tasks"), "listing tasks")
             batch = body.get("items") if isinstance(body, dict) else None
-            if not isinstance(batch, list):
+            pages = body.get("pages") if isinstance(body, dict) else None
+            if not isinstance(batch, list) or not isinstance(pages, (int, type(None))):
                 raise FNUnavailable("the FN answered the task list in an unknown shape")
             items.extend(item for item in batch if isinstance(item, dict))
-            if page >= int(body.get("pages") or 1) or not batch:
+            if page >= (pages or 1) or not batch:
                 return items
             page += 1
 

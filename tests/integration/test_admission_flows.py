@@ -459,6 +459,27 @@ def test_a_slow_system_defers_inside_the_budget(make_admission, sandbox, system:
     assert len(sandbox.fn_state.submissions) == submissions
 
 
+@pytest.mark.parametrize("method, path, status, body, outcome, says", [
+    ("GET", "/tasks", 429, {"error": "slow down"}, "deferred", "try again later"),
+    ("GET", "/tasks", 200, "<html>proxy</html>", "deferred", "cannot read"),
+    ("GET", "/tasks", 200, {"items": "none", "pages": "x"}, "deferred", "unknown shape"),
+    ("POST", "/tasks/validate", 504, "Gateway Timeout", "deferred", "(504)"),
+    ("POST", "/tasks/validate", 404, {"error": "Dataset 9 does not exist"}, "refused",
+     "the Federated Node refused the task: Dataset 9 does not exist"),
+    ("POST", "/tasks/validate", 500, {"error": "Image x could not be found"}, "refused",
+     "Image x could not be found"),
+], ids=["429-defers", "html-defers", "odd-list-defers", "504-defers", "404-refuses",
+        "definitive-500-refuses"])
+def test_how_fn_answers_at_admission_are_read(make_admission, sandbox, method: str,
+                                              path: str, status: int, body: Any,
+                                              outcome: str, says: str) -> None:
+    admission, _ = make_admission()
+    sandbox.fn_faults.add(method, path, status, body, times=1)
+    answer = admission.review(review("CREATE", task_manifest(f"fn-{status}", "in-process")))
+    assert answer.outcome == outcome
+    assert says in (answer.message if outcome == "refused" else " ".join(answer.warnings))
+
+
 def test_a_spent_budget_stops_before_the_next_call(make_admission, sandbox) -> None:
     admission, _ = make_admission(FNTC_ADMISSION_BUDGET="0")
     start = len(sandbox.fn_state.requests)

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench setup binaries clean
+.PHONY: demo test bench setup binaries up poll clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ demo: binaries
 ## test: the test suite, against a real kube-apiserver and etcd
 test: binaries
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## up: a local cluster with FNTC installed, kept running until Ctrl-C
+up: binaries
+	$(PY) -m devenv up
+
+## poll: one poller run against the cluster `make up` keeps running
+poll:
+	@test -f .cache/local/env || { echo "start it first with: make up"; exit 1; }
+	. .cache/local/env && $(PY) -m poller
 
 ## bench: the benchmarks in bench/
 bench: binaries

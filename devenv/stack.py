@@ -100,7 +100,7 @@ class LocalStack:
     def install(self) -> None:
         """Apply the CRD, start the webhook and register it; returns when Tasks can be made."""
         self.plane.kubectl("apply", "-f", str(CRD))
-        self.plane.kubectl("create", "namespace", "fntc-system")
+        self.plane.kubectl("apply", "-f", str(ROOT / "k8s" / "namespace.yaml"))
         self.plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                            "crd/tasks.tasks.federatednode.com")
         self.webhook = WebhookProcess(self.plane, self.env(),

@@ -141,13 +141,8 @@ def apply(plane: ControlPlane, *objects: Document, args: tuple[str, ...] = ()) -
 
 
 @pytest.fixture(scope="module")
-def cluster(control_plane: ControlPlane, request: pytest.FixtureRequest) -> ControlPlane:
+def cluster(control_plane: ControlPlane) -> ControlPlane:
     """The session's control plane with the CRD, namespace and RBAC of k8s/ installed."""
-    # TODO: drop once LocalStack applies k8s/namespace.yaml: it creates fntc-system with
-    # `kubectl create`, which fails when this module has made it first. Installing the
-    # stack before us keeps later tests working; alone, this module needs no stack.
-    if any("stack" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        request.getfixturevalue("stack")
     control_plane.kubectl("apply", "-f", str(K8S / "crd.yaml"))
     apply(control_plane, cert_manager_crd("Issuer", _ISSUER_SPEC),
           cert_manager_crd("Certificate", _CERTIFICATE_SPEC))

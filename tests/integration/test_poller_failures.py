@@ -1,0 +1,215 @@
+"""Runs that meet trouble: Tasks deleted mid-run, write conflicts, a run killed half way.
+
+Every conflict here is a real 409 from the API server: the test changes the
+Task between the poller's read and its write, and the write's resourceVersion
+precondition does the rest. A killed run is a BaseException thrown from the
+status write, which nothing in the poller catches, as with a SIGKILL.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from kubernetes import client
+
+from taskcore.kube import Conflict, TaskStore
+from taskcore.status import SUBMISSION_CLAIM
+from taskcore.task import GROUP, PLURAL, VERSION
+from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
+    create, events, fn_task, make_poller, poll, read, submissions_for, wait_for_first_status)
+
+
+class Killed(BaseException):
+    """The process died here."""
+
+
+def delete(kube_api, namespace: str, name: str) -> None:
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name)
+
+
+def exists(kube_api, namespace: str, name: str) -> bool:
+    return TaskStore(kube_api).get(namespace, name) is not None
+
+
+def label(kube_api, namespace: str, name: str, value: str) -> None:
+    """Another writer touches the Task: its resourceVersion moves on."""
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": {"touched": value}}})
+
+
+def create_deferred(sandbox, kube_api, namespace: str, name: str) -> None:
+    """A Task admitted while the FN could not validate it: Pending, no FN task yet."""
+    sandbox.fn_faults.add("POST", "/tasks/validate", 503, body={"error": "down"})
+    create(kube_api, namespace, name)
+    wait_for_first_status(kube_api, namespace, [name])
+    assert read(kube_api, namespace, name)["status"]["phase"] == "Pending"
+
+
+def wrap_status_writes(poller, before_write) -> None:
+    """Call ``before_write(task, patch)`` ahead of every status write of ``poller``."""
+    real = poller.tasks.patch_status
+
+    def patch_status(task: dict[str, Any], patch: dict[str, Any], **kwargs: Any):
+        before_write(task, patch)
+        return real(task, patch, **kwargs)
+    poller.tasks.patch_status = patch_status
+
+
+def test_tasks_deleted_mid_run(stack, sandbox, kube_api, namespace):
+    create(kube_api, namespace, "submitted")
+    wait_for_first_status(kube_api, namespace, ["submitted"])
+    create_deferred(sandbox, kube_api, namespace, "deferred")
+    create_deferred(sandbox, kube_api, namespace, "unclaimed")
+    poller = make_poller(stack, kube_api, namespace, sandbox.clock.now)
+
+    listed = poller.tasks.iterate
+
+    def iterate_then_delete(*args: Any, **kwargs: Any):
+        tasks = list(listed(*args, **kwargs))
+        delete(kube_api, namespace, "submitted")
+        delete(kube_api, namespace, "unclaimed")
+        return tasks
+    poller.tasks.iterate = iterate_then_delete
+
+    def delete_after_submission(task: dict[str, Any], patch: dict[str, Any]) -> None:
+        if task["metadata"]["name"] == "deferred" and "taskId" in patch:
+            delete(kube_api, namespace, "deferred")
+    wrap_status_writes(poller, delete_after_submission)
+
+    summary = poller.run()
+    assert (summary.seen, summary.changed, summary.errors) == (3, 0, 0)
+    assert not any(exists(kube_api, namespace, name)
+                   for name in ("submitted", "deferred", "unclaimed"))
+    # The FN task made for a Task that vanished meanwhile is cancelled at once.
+    made = submissions_for(sandbox, namespace, "deferred")
+    assert len(made) == 1
+    assert made[0].status(sandbox.clock.now()) == "cancelled"
+    assert (made[0].id, 201) in sandbox.fn_state.cancels
+    # A Task deleted before its claim was written is never submitted.
+    assert submissions_for(sandbox, namespace, "unclaimed") == []
+
+
+def test_a_conflicting_write_is_retried_on_the_fresh_task(stack, sandbox, kube_api, namespace):
+    create(kube_api, namespace, "busy")
+    wait_for_first_status(kube_api, namespace, ["busy"])
+    poller = make_poller(stack, kube_api, namespace, sandbox.clock.now)
+    conflicts: list[Conflict] = []
+    real = poller.tasks.patch_status
+
+    def patch_status(task: dict[str, Any], patch: dict[str, Any], **kwargs: Any):
+        if not conflicts:
+            label(kube_api, namespace, "busy", "once")
+        try:
+            return real(task, patch, **kwargs)
+        except Conflict as error:
+            conflicts.append(error)
+            raise
+    poller.tasks.patch_status = patch_status
+
+    summary = poller.run()
+    assert len(conflicts) == 1 and conflicts[0].status == 409
+    assert (summary.changed, summary.errors) == (1, 0)
+    task = read(kube_api, namespace, "busy")
+    assert task["metadata"]["labels"] == {"touched": "once"}
+    assert (task["status"]["phase"], task["status"]["reason"]) == ("Submitted", "Scheduled")
+    assert events(kube_api, namespace, "busy") == [("Submitted", "Normal"),
+                                                  ("Scheduled", "Normal")]
+
+
+def test_endless_conflicts_leave_the_task_for_the_next_run(stack, sandbox, kube_api,
+                                                          namespace, poll):
+    create(kube_api, namespace, "contested")
+    wait_for_first_status(kube_api, namespace, ["contested"])
+    before = read(kube_api, namespace, "contested")
+    poller = make_poller(stack, kube_api, namespace, sandbox.clock.now)
+    touches = iter(range(100))
+    wrap_status_writes(poller, lambda task, patch: label(kube_api, namespace, "contested",
+                                                        str(next(touches))))
+    summary = poller.run()
+    assert (summary.changed, summary.errors) == (0, 1)
+    assert next(touches) == 3, "one write and two retries, each met by a conflict"
+    assert read(kube_api, namespace, "contested")["status"] == before["status"]
+    assert len(events(kube_api, namespace, "contested")) == 1
+
+    assert poll().changed == 1
+    assert read(kube_api, namespace, "contested")["status"]["reason"] == "Scheduled"
+
+
+def test_a_run_killed_between_the_fn_answer_and_the_status_write(stack, sandbox, kube_api,
+                                                                 namespace, poll):
+    create_deferred(sandbox, kube_api, namespace, "deferred")
+    create(kube_api, namespace, "admitted")
+    wait_for_first_status(kube_api, namespace, ["admitted"])
+    admitted = read(kube_api, namespace, "admitted")
+    poller = make_poller(stack, kube_api, namespace, sandbox.clock.now)
+
+    def die_after_the_fn_answered(task: dict[str, Any], patch: dict[str, Any]) -> None:
+        if "taskId" in patch or patch.get("reason") == "Scheduled":
+            raise Killed()
+    wrap_status_writes(poller, die_after_the_fn_answered)
+    try:
+        poller.run()
+    except Killed:
+        pass
+    else:
+        raise AssertionError("the run was not killed")
+
+    # The FN created the deferred Task's FN task; Kubernetes never heard of it.
+    made = submissions_for(sandbox, namespace, "deferred")
+    assert len(made) == 1
+    pending = read(kube_api, namespace, "deferred")
+    assert pending["status"]["phase"] == "Pending"
+    assert pending["status"][SUBMISSION_CLAIM]["holder"] == poller.identity
+    assert read(kube_api, namespace, "admitted")["status"] == admitted["status"]
+
+    # Straight after, the dead run's claim still holds: the deferred Task waits.
+    poll()
+    assert read(kube_api, namespace, "deferred")["metadata"]["resourceVersion"] == \
+        pending["metadata"]["resourceVersion"]
+    assert read(kube_api, namespace, "admitted")["status"]["reason"] == "Scheduled"
+
+    # Once the claim is stale, the next run adopts the FN task instead of making another.
+    later = sandbox.clock.now() + timedelta(minutes=5)
+    summary = poll(now=lambda: later)
+    assert (summary.changed, summary.submitted, summary.errors) == (1, 0, 0)
+    status = read(kube_api, namespace, "deferred")["status"]
+    assert (status["phase"], status["taskId"]) == ("Submitted", made[0].id)
+    assert SUBMISSION_CLAIM not in status
+    assert "Adopted" in status["message"]
+    assert events(kube_api, namespace, "deferred")[-1] == ("Adopted", "Normal")
+    assert len(submissions_for(sandbox, namespace, "deferred")) == 1
+    assert len(submissions_for(sandbox, namespace, "admitted")) == 1
+
+    sandbox.clock.advance(10)
+    poll()
+    status = read(kube_api, namespace, "deferred")["status"]
+    assert (status["phase"], status["results"]["state"]) == ("Succeeded", "Delivered")
+    assert fn_task(sandbox, read(kube_api, namespace, "deferred")).id == made[0].id
+
+
+def test_one_bad_task_never_stops_the_others(stack, sandbox, kube_api, namespace, poll,
+                                            monkeypatch):
+    create(kube_api, namespace, "good")
+    create(kube_api, namespace, "fn-fails")
+    create(kube_api, namespace, "fn-garbles")
+    create(kube_api, namespace, "user-gone", user={"email": "carol@example.org"})
+    create(kube_api, namespace, "also-good")
+    names = ["good", "fn-fails", "fn-garbles", "user-gone", "also-good"]
+    wait_for_first_status(kube_api, namespace, names)
+    before = {name: read(kube_api, namespace, name) for name in names}
+    sandbox.fn_faults.add("GET", f"/tasks/{before['fn-fails']['status']['taskId']}", 500,
+                          body={"error": "Internal Error"})
+    sandbox.fn_faults.add("GET", f"/tasks/{before['fn-garbles']['status']['taskId']}", 200,
+                          body="<html>not json</html>")
+    carol = next(user for user in sandbox.keycloak_state.users
+                 if user.email == "carol@example.org")
+    monkeypatch.setattr(carol, "enabled", False)
+
+    summary = poll(FNTC_CONCURRENCY="1")
+    assert (summary.seen, summary.changed, summary.errors) == (5, 2, 3)
+    for name in ("good", "also-good"):
+        assert read(kube_api, namespace, name)["status"]["reason"] == "Scheduled"
+    for name in ("fn-fails", "fn-garbles", "user-gone"):
+        assert read(kube_api, namespace, name)["status"] == before[name]["status"]

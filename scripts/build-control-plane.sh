@@ -27,7 +27,7 @@ build() {  # build <tools module> <package> <binary name> [extra ldflags]
   if [ -x "$out/$name" ]; then
     return
   fi
-  echo "building $name from $package (first build takes several minutes on 2 cores)" >&2
+  echo "building $name from $package (minutes the first time; later builds reuse Go's cache)" >&2
   local started=$SECONDS
   (cd "$tools/$module" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $extra" \
       -o "$out/$name.partial" "$package")

@@ -1,8 +1,9 @@
-"""``python -m standins --env-file FILE``: run the sandbox until stopped.
+"""``python -m standins``: run the sandbox until stopped.
 
-Writes the FNTC_* settings for the product to FILE (one ``NAME=value`` a
-line, for ``set -a; . FILE``), prints one line when ready, and keeps the
-stand-ins up until SIGINT or SIGTERM.
+Writes the FNTC_* settings that point the product at the stand-ins to
+``.cache/sandbox.env`` (or ``--env-file``), one ``NAME=value`` a line, for
+``set -a; . .cache/sandbox.env``; prints one line when ready; and keeps the
+stand-ins up until SIGINT or SIGTERM, when it removes what it wrote.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from .sandbox import Sandbox
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m standins",
                                      description="Run the FN, Keycloak and GitHub stand-ins.")
-    parser.add_argument("--env-file", type=Path, required=True,
-                        help="where to write the FNTC_* settings that point at the stand-ins")
+    parser.add_argument("--env-file", type=Path,
+                        default=Path(__file__).resolve().parent.parent / ".cache" / "sandbox.env",
+                        help="where to write the FNTC_* settings that point at the stand-ins "
+                             "(default: .cache/sandbox.env)")
     parser.add_argument("--work-dir", type=Path, help="where to keep the GitHub App key")
     args = parser.parse_args(argv)
 
@@ -29,14 +32,16 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     sandbox = Sandbox(work_dir=args.work_dir).start()
     try:
+        args.env_file.parent.mkdir(parents=True, exist_ok=True)
         args.env_file.write_text("".join(f"{key}={value}\n"
                                          for key, value in sandbox.env().items()))
         args.env_file.chmod(0o600)
         print(f"stand-ins ready: FN {sandbox.fn_url}, Keycloak {sandbox.keycloak_url}, "
-              f"GitHub {sandbox.github_url}", flush=True)
+              f"GitHub {sandbox.github_url}; settings in {args.env_file}", flush=True)
         stop.wait()
     finally:
         sandbox.stop()
+        args.env_file.unlink(missing_ok=True)
     return 0
 
 

@@ -7,6 +7,7 @@ which keeps one up in its own process on the real clock.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Sandbox:
     def __init__(self, *, clock: Clock | None = None, work_dir: Path | None = None) -> None:
         self.clock = clock or SystemClock()
         self.token_clock: Clock = SystemClock()
+        self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="fntc-sandbox-"))
         self.keycloak_faults = Faults()
         self.fn_faults = Faults()
@@ -59,6 +61,8 @@ class Sandbox:
         for server in self.servers.values():
             server.stop()
         self.servers.clear()
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def __enter__(self) -> "Sandbox":
         return self.start()

@@ -14,6 +14,7 @@ import base64
 import ctypes
 import http.client
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -45,6 +46,10 @@ CONTEXT_NAME = "fntc-local"
 #: Proxy settings are dropped from the children's environment: everything
 #: they talk to is on loopback, and nothing should leave the machine.
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+
+#: Who the API server is when it calls admission webhooks.
+WEBHOOK_CLIENT_USER = "kube-apiserver-webhook-client"
 
 
 class ControlPlaneError(RuntimeError):
@@ -236,8 +241,36 @@ class ControlPlane:
                            pki.issue_client_certificate(self.ca))
         private_pem, public_pem = pki.generate_service_account_key_pair()
         pki.write_key_pair(folder / "sa.pub", folder / "sa.key", (public_pem, private_pem))
+        # The API server shows this certificate to admission webhooks, so a
+        # webhook can refuse callers that are not the API server.
+        pki.write_key_pair(folder / "webhook-client.crt", folder / "webhook-client.key",
+                           pki.issue_client_certificate(self.ca, WEBHOOK_CLIENT_USER, ()))
+        self._write_admission_config(folder)
         self._pki = folder
         self.kubeconfig = self.work_dir / "kubeconfig"
+
+    @property
+    def webhook_client_ca_path(self) -> Path:
+        """The CA that signed the certificate the API server presents to webhooks."""
+        return self._pki / "ca.crt"
+
+    def _write_admission_config(self, folder: Path) -> None:
+        def data(name: str) -> str:
+            return base64.b64encode((folder / name).read_bytes()).decode()
+        kubeconfig = {
+            "apiVersion": "v1", "kind": "Config",
+            "users": [{"name": "*", "user": {
+                "client-certificate-data": data("webhook-client.crt"),
+                "client-key-data": data("webhook-client.key")}}],
+        }
+        (folder / "webhook-client.kubeconfig").write_text(json.dumps(kubeconfig))
+        plugin = {"apiVersion": "apiserver.config.k8s.io/v1",
+                  "kind": "WebhookAdmissionConfiguration",
+                  "kubeConfigFile": str(folder / "webhook-client.kubeconfig")}
+        config = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+                  "plugins": [{"name": name, "configuration": plugin} for name in
+                              ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}
+        (folder / "admission.json").write_text(json.dumps(config))
 
     def _launch(self, attempt: int) -> None:
         """Start both servers at once: the API server waits for etcd by itself."""
@@ -273,6 +306,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
             "--authorization-mode=RBAC",
             "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+            f"--admission-control-config-file={pki_dir / 'admission.json'}",
             # No controller creates service-account tokens here.
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",

@@ -8,7 +8,6 @@ a short time budget) review in process against the same stand-ins.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re

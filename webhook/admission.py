@@ -83,6 +83,12 @@ def _was_submitted(obj: dict[str, Any] | None) -> bool:
 
 
 class Admission:
+    """Decides one AdmissionReview at a time; safe to call from many threads.
+
+    ``run_later`` runs work that must not hold the answer up (the first status,
+    a cancel on delete); by default a daemon thread, in tests whatever they like.
+    """
+
     def __init__(self, settings: Settings, *, submitter: Submitter, tasks: TaskStore,
                  status_writer: StatusWriter | None = None,
                  run_later: Callable[[Callable[[], None]], None] | None = None) -> None:
@@ -102,6 +108,7 @@ class Admission:
                    tasks=tasks, status_writer=StatusWriter(tasks))
 
     def review(self, request: AdmissionRequest) -> AdmissionResponse:
+        """The answer to one review; every refusal is logged once, here."""
         if request.operation == "CREATE":
             answer = self.create(request)
         elif request.operation == "UPDATE":

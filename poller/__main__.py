@@ -39,8 +39,9 @@ def wall_clock() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def build(settings: Settings, api_client, *, now: Clock = wall_clock) -> Poller:
-    """Wire the poller's parts from settings; raises SettingsError when they cannot work.
+def build_reconciler(settings: Settings, *, now: Clock = wall_clock) -> Reconciler:
+    """The reconciler and the clients it talks through; raises SettingsError when the
+    settings cannot work.
 
     ``now`` is the time every part reads (status times, backoff, stuck
     detection, GitHub App tokens); tests hand in a controllable clock.
@@ -61,8 +62,13 @@ def build(settings: Settings, api_client, *, now: Clock = wall_clock) -> Poller:
                           retry_base=settings.submit_backoff_base,
                           retry_cap=settings.submit_backoff_cap,
                           results_timeout=settings.results_timeout, now=now)
-    reconciler = Reconciler(settings, keycloak=keycloak, fn=fn, deliverer=deliverer, now=now)
-    return Poller(settings, tasks=TaskStore(api_client), reconciler=reconciler, now=now)
+    return Reconciler(settings, keycloak=keycloak, fn=fn, deliverer=deliverer, now=now)
+
+
+def build(settings: Settings, api_client, *, now: Clock = wall_clock) -> Poller:
+    """Wire the poller's parts from settings; raises SettingsError when they cannot work."""
+    return Poller(settings, tasks=TaskStore(api_client),
+                  reconciler=build_reconciler(settings, now=now), now=now)
 
 
 def run_once(env: Mapping[str, str] | None = None, *,
@@ -104,6 +110,7 @@ def run_once(env: Mapping[str, str] | None = None, *,
         except (urllib3.exceptions.HTTPError, OSError):
             pass    # the Lease expires by itself
         api_client.close()
+        poller.reconciler.close()
     print(summary.line(), file=sys.stderr)
     return 0, summary
 

@@ -105,6 +105,13 @@ class Reconciler:
         self._user_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._users_lock = threading.Lock()
 
+    def close(self) -> None:
+        """Close the outside clients' connections."""
+        self.keycloak.close()
+        self.fn.close()
+        if self.deliverer is not None:
+            self.deliverer.github.close()
+
     def user_token(self, spec) -> str:
         """The researcher's FN token, looked up once per run and user.
 

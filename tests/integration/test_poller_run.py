@@ -16,7 +16,7 @@ from poller.__main__ import run_once
 from poller.lease import LEASE_NAME, Lease
 from standins.clock import ManualClock
 from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
-    condition, create, events, make_poller, poll, poller_env, read, submissions_for,
+    create, events, make_poller, poll, poller_env, read, submissions_for,
     wait_for_first_status)
 from tests.integration.test_poller_failures import create_deferred
 

@@ -1,0 +1,163 @@
+"""One reconcile step against the stand-ins, with Tasks written by hand (no API server).
+
+These are the cases a Task made through the webhook cannot easily reach: no
+status at all, an FN task that vanished or belongs to another Task, a spec
+that no longer passes the checks, a phase skipped between two runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from poller.__main__ import build_reconciler
+from poller.reconcile import Reconciler, needs_work, span, task_id_of
+from taskcore.settings import Settings
+from taskcore.status import get_condition
+from taskcore.submission import Deadline, Outcome
+from taskcore.task import ADMISSION_UID_ANNOTATION, TASK_ID_ANNOTATION, Marker, review_spec
+from tests.conftest import task_manifest
+
+CLUSTER = "unit"
+NAMESPACE = "unit-tests"
+
+
+@pytest.fixture
+def reconciler(sandbox) -> Reconciler:
+    settings = Settings.from_env({**sandbox.env(), "FNTC_CLUSTER_NAME": CLUSTER,
+                                  "FNTC_SUBMIT_BACKOFF_BASE": "30"})
+    made = build_reconciler(settings, now=sandbox.clock.now)
+    yield made
+    made.close()
+
+
+def hand_made_task(name: str, *, status: dict[str, Any] | None = None,
+                   task_id: int | None = None, **spec: Any) -> dict[str, Any]:
+    """A Task as the API server would hand it over, with an admission uid."""
+    task = task_manifest(name, NAMESPACE, **spec)
+    uid = str(uuid.uuid4())
+    annotations = {ADMISSION_UID_ANNOTATION: uid}
+    if task_id is not None:
+        annotations[TASK_ID_ANNOTATION] = str(task_id)
+    task["metadata"].update(uid=str(uuid.uuid4()), generation=1, resourceVersion="1",
+                            annotations=annotations)
+    if status is not None:
+        task["status"] = status
+    return task
+
+
+def submit_to_fn(reconciler: Reconciler, task: dict[str, Any]) -> int:
+    """Create the Task's FN task as the webhook would have, at admission."""
+    meta = task["metadata"]
+    uid = meta["annotations"][ADMISSION_UID_ANNOTATION]
+    marker = Marker(CLUSTER, NAMESPACE, meta["name"], uid)
+    spec = review_spec(meta["name"], task["spec"]).spec
+    submission = reconciler.submitter.submit(spec, marker, deadline=Deadline(10))
+    assert submission.outcome is Outcome.SUBMITTED
+    meta["annotations"][TASK_ID_ANNOTATION] = str(submission.task_id)
+    return submission.task_id
+
+
+@pytest.mark.parametrize(("seconds", "said"), [
+    (1, "1 second"), (45, "45 seconds"), (60, "1 minute"), (90, "1.5 minutes"),
+    (3600, "1 hour"), (6 * 3600, "6 hours"), (86400 * 2, "2 days"),
+])
+def test_spans_read_as_a_person_says_them(seconds, said):
+    assert span(seconds) == said
+
+
+def test_which_tasks_need_work():
+    assert needs_work({"status": {}})
+    assert needs_work({"status": {"phase": "Running"}})
+    assert needs_work({"status": {"phase": "Succeeded", "results": {"state": "Retrying"}}})
+    assert not needs_work({"status": {"phase": "Succeeded", "results": {"state": "Delivered"}}})
+    assert not needs_work({"status": {"phase": "Failed"}})
+    assert not needs_work({"status": {"phase": "Cancelled"}})
+
+
+def test_the_task_id_comes_from_status_else_the_annotation():
+    assert task_id_of({"metadata": {}, "status": {"taskId": 4}}) == 4
+    assert task_id_of({"metadata": {"annotations": {TASK_ID_ANNOTATION: "7"}}}) == 7
+    assert task_id_of({"metadata": {"annotations": {TASK_ID_ANNOTATION: "seven"}}}) is None
+    assert task_id_of({"metadata": {}}) is None
+
+
+def test_a_task_without_status_is_caught_up_with_an_event(reconciler, sandbox):
+    task = hand_made_task("caught-up")
+    task_id = submit_to_fn(reconciler, task)
+    step = reconciler.reconcile(task)
+    assert (step.status["phase"], step.status["reason"], step.status["taskId"]) == \
+        ("Submitted", "Scheduled", task_id)
+    assert [reason for reason, _, _ in step.events] == ["Submitted", "Scheduled"]
+    assert get_condition(step.status, "Submitted")["status"] == "True"
+
+
+def test_a_phase_skipped_between_runs_still_tells_the_whole_story(reconciler, sandbox):
+    task = hand_made_task("skipper")
+    task_id = submit_to_fn(reconciler, task)
+    task["status"] = {"phase": "Submitted", "taskId": task_id, "reason": "Submitted"}
+    sandbox.clock.advance(10)
+    step = reconciler.reconcile(task)
+    assert step.status["phase"] == "Succeeded"
+    assert step.status["results"]["state"] == "Delivered"
+    assert [(c["type"], c["status"], c["reason"]) for c in step.status["conditions"]] == [
+        ("Running", "False", "Completed"), ("Succeeded", "True", "Completed"),
+        ("ResultsDelivered", "True", "Delivered")]
+    assert [reason for reason, _, _ in step.events] == ["Succeeded", "ResultsDelivered"]
+    assert step.delivered
+
+
+def test_an_fn_task_that_vanished_fails_the_task(reconciler):
+    task = hand_made_task("vanished", task_id=987654,
+                          status={"phase": "Running", "taskId": 987654, "reason": "Running"})
+    step = reconciler.reconcile(task)
+    assert (step.status["phase"], step.status["reason"]) == ("Failed", "NotFoundOnFN")
+    assert step.status["results"] == {"state": "NotApplicable"}
+    assert step.events[-1][0] == "NotFoundOnFN" and step.events[-1][2] is True
+
+
+def test_an_fn_task_made_for_another_task_is_never_reported_on(reconciler, sandbox):
+    other = hand_made_task("someone-else")
+    task_id = submit_to_fn(reconciler, other)
+    sandbox.clock.advance(10)
+    thief = hand_made_task("thief", task_id=task_id,
+                           status={"phase": "Submitted", "taskId": task_id})
+    step = reconciler.reconcile(thief)
+    assert (step.status["phase"], step.status["reason"]) == ("Failed", "TaskMismatch")
+    assert step.status["results"] == {"state": "NotApplicable"}
+    assert not step.delivered
+
+
+def test_a_spec_that_fails_the_checks_fails_without_asking_anyone(reconciler, sandbox):
+    asked = len(sandbox.fn_state.requests)
+    step = reconciler.reconcile(hand_made_task("bad-image", image="analytics",
+                                               status={"phase": "Pending"}))
+    assert (step.status["phase"], step.status["reason"]) == ("Failed", "InvalidSpec")
+    assert "no registry" in step.status["message"]
+    assert len(sandbox.fn_state.requests) == asked
+
+
+def test_submission_is_due_only_without_an_fn_task_and_after_the_backoff(reconciler, sandbox):
+    later = (sandbox.clock.now() + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert reconciler.submission_due(hand_made_task("new", status={"phase": "Pending"}))
+    waiting = {"phase": "Pending", "submission": {"attempts": 2, "nextAttemptAt": later}}
+    assert not reconciler.submission_due(hand_made_task("backing-off", status=waiting))
+    assert not reconciler.submission_due(hand_made_task("has-one", task_id=5))
+    assert not reconciler.submission_due(hand_made_task("done", status={"phase": "Failed"}))
+    assert not reconciler.submission_due(hand_made_task("bad", image="x", status={}))
+
+
+def test_a_delivery_without_a_token_waits_and_says_why(reconciler, sandbox):
+    status = {"phase": "Succeeded", "taskId": 1, "reason": "Completed",
+              "results": {"state": "Retrying", "attempts": 1}}
+    sandbox.keycloak_faults.add("POST", "/realms/FederatedNode/protocol/openid-connect/token",
+                                503, body={"error": "unavailable"}, times=5)
+    step = reconciler.reconcile(hand_made_task("tokenless", task_id=1, status=status))
+    results = step.status["results"]
+    assert (step.status["phase"], results["state"], results["attempts"]) == \
+        ("Succeeded", "Retrying", 2)
+    assert "no FN token for alice@example.org" in results["message"]
+    assert get_condition(step.status, "ResultsDelivered")["reason"] == "Retrying"

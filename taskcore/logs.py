@@ -12,8 +12,10 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-#: Record attributes that are part of every LogRecord and not ours to print.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+#: Record attributes that are part of every LogRecord and not ours to print, and
+#: uvicorn's copy of its message with terminal colour codes.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:

@@ -161,3 +161,40 @@ def test_a_delivery_without_a_token_waits_and_says_why(reconciler, sandbox):
         ("Succeeded", "Retrying", 2)
     assert "no FN token for alice@example.org" in results["message"]
     assert get_condition(step.status, "ResultsDelivered")["reason"] == "Retrying"
+
+
+@pytest.mark.parametrize(("attempts", "delay"), [
+    (0, 30), (1, 60), (5, 960), (6, 1800), (20, 1800),
+])
+def test_deferred_submission_backs_off_doubling_up_to_a_cap(reconciler, sandbox, attempts,
+                                                           delay):
+    status = {"phase": "Pending", "reason": "FNUnavailable",
+              "submission": {"attempts": attempts}}
+    sandbox.fn_faults.add("POST", "/tasks/validate", 503, body={"error": "down"})
+    step = reconciler.reconcile(hand_made_task("patient", status=status))
+    submission = step.status["submission"]
+    assert submission["attempts"] == attempts + 1
+    assert submission["nextAttemptAt"] == \
+        (sandbox.clock.now() + timedelta(seconds=delay)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert "503" in submission["lastError"]
+    assert (step.status["phase"], step.events) == ("Pending", [])   # said once, before
+
+
+def test_the_first_deferral_is_told_with_a_warning(reconciler, sandbox):
+    sandbox.fn_faults.add("POST", "/tasks/validate", 503, body={"error": "down"})
+    step = reconciler.reconcile(hand_made_task("first-time", status={}))
+    assert step.status["reason"] == "FNUnavailable"
+    assert [(reason, warning) for reason, _, warning in step.events] == \
+        [("SubmissionDeferred", True)]
+    assert get_condition(step.status, "Submitted")["status"] == "False"
+
+
+def test_a_deferred_task_the_fn_refuses_fails_and_says_why(reconciler, sandbox):
+    before = len(sandbox.fn_state.submissions)
+    step = reconciler.reconcile(hand_made_task(
+        "no-such-tag", image="ghcr.io/fntc-sandbox/analytics:9.9",
+        status={"phase": "Pending", "reason": "FNUnavailable"}))
+    assert (step.status["phase"], step.status["reason"]) == ("Failed", "SubmissionRefused")
+    assert "9.9" in step.status["message"]
+    assert step.events[-1][0] == "SubmissionRefused"
+    assert len(sandbox.fn_state.submissions) == before

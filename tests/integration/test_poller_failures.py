@@ -8,16 +8,22 @@ status write, which nothing in the poller catches, as with a SIGKILL.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from kubernetes import client
 
+from poller.__main__ import build_reconciler
 from taskcore.kube import Conflict, TaskStore
+from taskcore.settings import Settings
 from taskcore.status import SUBMISSION_CLAIM
-from taskcore.task import GROUP, PLURAL, VERSION
+from taskcore.submission import Deadline
+from taskcore.task import GROUP, PLURAL, VERSION, Marker, review_spec
+from tests.conftest import task_manifest
 from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
-    create, events, fn_task, make_poller, poll, read, submissions_for, wait_for_first_status)
+    create, events, fn_task, make_poller, poll, poller_env, read, submissions_for,
+    wait_for_first_status)
 
 
 class Killed(BaseException):
@@ -213,3 +219,34 @@ def test_one_bad_task_never_stops_the_others(stack, sandbox, kube_api, namespace
         assert read(kube_api, namespace, name)["status"]["reason"] == "Scheduled"
     for name in ("fn-fails", "fn-garbles", "user-gone"):
         assert read(kube_api, namespace, name)["status"] == before[name]["status"]
+
+
+def test_fn_tasks_whose_task_never_was_stored_are_cancelled(stack, sandbox, kube_api,
+                                                           namespace, poll):
+    """As when the API server refuses a Task after the webhook submitted it."""
+    reconciler = build_reconciler(Settings.from_env(poller_env(stack, namespace)))
+    spec = review_spec("ghost", task_manifest("ghost", namespace)["spec"]).spec
+    made = {}
+    try:
+        for label_, marker in {
+            "ghost": Marker("local", namespace, "ghost", str(uuid.uuid4())),
+            "other-cluster": Marker("elsewhere", namespace, "ghost", str(uuid.uuid4())),
+            "other-namespace": Marker("local", "not-watched", "ghost", str(uuid.uuid4())),
+        }.items():
+            made[label_] = reconciler.submitter.submit(spec, marker,
+                                                       deadline=Deadline(10)).task_id
+    finally:
+        reconciler.close()
+    create(kube_api, namespace, "alive")
+    wait_for_first_status(kube_api, namespace, ["alive"])
+
+    summary = poll()
+    assert summary.orphans_cancelled == 1
+    now = sandbox.clock.now()
+    states = {label_: sandbox.fn_state.tasks[task_id].status(now)
+              for label_, task_id in made.items()}
+    assert states == {"ghost": "cancelled", "other-cluster": "scheduled",
+                      "other-namespace": "scheduled"}
+    alive = read(kube_api, namespace, "alive")["status"]["taskId"]
+    assert sandbox.fn_state.tasks[alive].status(now) == "scheduled"
+    assert poll().orphans_cancelled == 0

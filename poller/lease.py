@@ -112,8 +112,8 @@ class Lease:
 
     @contextmanager
     def kept(self) -> Iterator["Lease"]:
-        """Renew the Lease in the background every third of its duration while the
-        ``with`` block runs, then release it."""
+        """Renew the Lease in the background, every third of its duration, for as
+        long as the ``with`` block runs; releasing it stays the caller's job."""
         stop = threading.Event()
 
         def renew_until_stopped() -> None:

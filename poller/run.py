@@ -80,9 +80,10 @@ class Poller:
 
     @property
     def claim_ttl(self) -> float:
-        """Seconds a submission claim holds. A submission gives up after three request
-        timeouts, so an older claim belongs to a run that died or gave up."""
-        return 4 * self.settings.request_timeout
+        """Seconds a submission claim holds: well past the longest a submission can
+        take (a few Keycloak and FN calls, each bounded by the request timeout), so
+        an older claim belongs to a run that died or gave up."""
+        return 8 * self.settings.request_timeout
 
     def run(self) -> Summary:
         started = time.monotonic()

@@ -291,7 +291,8 @@ class Reconciler:
         if seen.exit_code is not None:
             new["exitCode"] = seen.exit_code
         conditions = new.get("conditions") or []
-        if after in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED):
+        if after is Phase.RUNNING or after.final:
+            # Every ending, a cancel included, leaves Running false with its reason.
             conditions = set_condition(conditions, RUNNING, after is Phase.RUNNING,
                                        reason=seen.reason if after.final else "Running",
                                        message=seen.message, generation=generation, now=now)
@@ -317,9 +318,13 @@ class Reconciler:
         new.update(phase=phase.value, reason=reason, message=message, phaseSince=now)
         new.pop("submission", None)
         new["results"] = {"state": "NotApplicable"}
-        new["conditions"] = set_condition(status.get("conditions") or [], SUCCEEDED, False,
-                                          reason=reason, message=message,
-                                          generation=generation, now=now)
+        conditions = status.get("conditions") or []
+        running = get_condition(status, RUNNING)
+        if running is not None and running.get("status") == "True":
+            conditions = set_condition(conditions, RUNNING, False, reason=reason,
+                                       message=message, generation=generation, now=now)
+        new["conditions"] = set_condition(conditions, SUCCEEDED, False, reason=reason,
+                                          message=message, generation=generation, now=now)
         return new
 
     # -- stuck Tasks -----------------------------------------------------------------------

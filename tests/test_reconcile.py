@@ -111,10 +111,15 @@ def test_a_phase_skipped_between_runs_still_tells_the_whole_story(reconciler, sa
 
 
 def test_an_fn_task_that_vanished_fails_the_task(reconciler):
+    running = [{"type": "Running", "status": "True", "reason": "Running", "message": "",
+                "lastTransitionTime": "2024-01-01T00:00:00Z"}]
     task = hand_made_task("vanished", task_id=987654,
-                          status={"phase": "Running", "taskId": 987654, "reason": "Running"})
+                          status={"phase": "Running", "taskId": 987654, "reason": "Running",
+                                  "conditions": running})
     step = reconciler.reconcile(task)
     assert (step.status["phase"], step.status["reason"]) == ("Failed", "NotFoundOnFN")
+    assert [(c["type"], c["status"], c["reason"]) for c in step.status["conditions"]] == [
+        ("Running", "False", "NotFoundOnFN"), ("Succeeded", "False", "NotFoundOnFN")]
     assert step.status["results"] == {"state": "NotApplicable"}
     assert step.events[-1][0] == "NotFoundOnFN" and step.events[-1][2] is True
 

@@ -175,6 +175,11 @@ def test_every_ending_of_an_fn_task(stack, sandbox, kube_api, namespace, poll):
     assert events(kube_api, namespace, "crash")[-1] == ("Error", "Warning")
     assert events(kube_api, namespace, "evicted")[-1] == ("PodDeleted", "Warning")
     assert events(kube_api, namespace, "cancel")[-1] == ("Cancelled", "Warning")
+    for name in ("cancel", "evicted", "crash"):
+        ended = read(kube_api, namespace, name)
+        assert condition(ended, "Running")["status"] == "False", name
+        assert condition(ended, "Succeeded")["status"] == "False", name
+    assert condition(read(kube_api, namespace, "cancel"), "Running")["reason"] == "Cancelled"
     assert events(kube_api, namespace, "pull")[-1] == ("Waiting", "Normal")
 
     ok = read(kube_api, namespace, "ok")

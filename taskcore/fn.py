@@ -73,7 +73,7 @@ def task_body(spec: TaskSpec, *, name: str, marker: Marker) -> dict[str, Any]:
         executor["command"] = list(spec.command)
     if spec.env:
         executor["env"] = dict(spec.env)
-    return {
+    body: dict[str, Any] = {
         "name": name,
         "description": str(marker),
         "task_controller": True,
@@ -82,6 +82,11 @@ def task_body(spec: TaskSpec, *, name: str, marker: Marker) -> dict[str, Any]:
         "inputs": {},
         "outputs": {"results": RESULTS_PATH},
     }
+    if spec.resources:
+        # Quantities stay text: the FN fails with a 500 on numbers.
+        body["resources"] = {section: dict(values)
+                             for section, values in spec.resources.items()}
+    return body
 
 
 def _json(response: httpx.Response, what: str) -> Any:

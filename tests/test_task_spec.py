@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from taskcore.task import (MAX_NAME_LENGTH, Marker, check_branch, check_name, parse_image,
-                           review_spec, shown)
+from taskcore.spec_fields import (MAX_NAME_LENGTH, check_branch, check_name, parse_image,
+                                  shown)
+from taskcore.fn import task_body
+from taskcore.task import Marker, review_spec
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -89,14 +91,17 @@ def test_image_references_refused(reference: str, fragment: str) -> None:
     assert len(problems) == 1 and fragment in problems[0], problems
 
 
-@pytest.mark.parametrize("reference, fragment", [
-    ("ghcr.io/org/image:latest", "uses the tag 'latest'"),
-    ("ghcr.io/org/image:1.0", "refers to a tag, which can be moved"),
+@pytest.mark.parametrize("reference, warning", [
+    ("ghcr.io/org/image:latest", "image tag 'latest' moves with every push; pin a digest "
+                                 "(@sha256:...) to run exactly this one"),
+    ("ghcr.io/org/image:1.0", "image tag '1.0' can be moved to another build; pin a digest "
+                              "(@sha256:...) to run exactly this one"),
 ], ids=["latest", "mutable-tag"])
-def test_tags_are_allowed_with_a_warning(reference: str, fragment: str) -> None:
+def test_tags_are_allowed_with_a_short_warning_naming_the_tag(reference: str,
+                                                              warning: str) -> None:
     warnings: list[str] = []
     assert parse_image(reference, [], warnings) is not None
-    assert len(warnings) == 1 and fragment in warnings[0]
+    assert warnings == [warning]
 
 
 def test_a_digest_needs_no_warning() -> None:
@@ -245,9 +250,8 @@ def test_user_values_are_cut_short_in_messages() -> None:
 def test_warnings_do_not_refuse() -> None:
     review = review_spec("summary", valid_spec(image="ghcr.io/org/image:latest"))
     assert review.ok and review.spec is not None
-    assert review.warnings == ["image 'ghcr.io/org/image:latest' uses the tag 'latest', so "
-                               "the results cannot be traced to one build: pin a version "
-                               "or a digest"]
+    assert review.warnings == ["image tag 'latest' moves with every push; pin a digest "
+                               "(@sha256:...) to run exactly this one"]
 
 
 # -- marker ------------------------------------------------------------------------------
@@ -266,3 +270,81 @@ def test_marker_round_trip() -> None:
                               "other-version"])
 def test_marker_parse_ignores_other_descriptions(text: Any) -> None:
     assert Marker.parse(text) is None
+
+
+# -- sizes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"command": ["python", "x" * 4097]},
+     "spec.command[1] is 4097 characters long; at most 4096 are allowed"),
+    ({"env": {"QUERY": "y" * 4097}},
+     "spec.env value of QUERY is 4097 characters long; at most 4096 are allowed"),
+    ({"dataset": "d" * 256}, "spec.dataset is 256 characters long; at most 255 are allowed"),
+    ({"dataset": 2**63}, f"spec.dataset {2**63} must be a positive dataset id"),
+    ({"env": {f"PART_{index}": "z" * 4000 for index in range(9)}},
+     "spec is 36341 bytes long; at most 32768 are allowed: pass large inputs through the "
+     "dataset, not the command or env"),
+], ids=["command-item", "env-value", "dataset-name", "dataset-id-over-int64", "whole-spec"])
+def test_sizes_the_api_server_or_etcd_would_refuse(overrides: dict[str, Any],
+                                                    expected: str) -> None:
+    assert problems_of(valid_spec(**overrides)) == [expected]
+
+
+def test_values_at_the_size_limits_pass() -> None:
+    review = review_spec("summary", valid_spec(
+        command=["a" * 4096], env={"A": "b" * 4096}, dataset="d" * 255))
+    assert review.problems == []
+    assert review.spec is not None and review.spec.command == ("a" * 4096,)
+
+
+# -- resources ---------------------------------------------------------------------------
+
+
+def test_resources_become_quantities_as_text() -> None:
+    review = review_spec("summary", valid_spec(resources={
+        "limits": {"cpu": 2, "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": " 512Mi "}}))
+    assert review.problems == []
+    assert review.spec is not None and review.spec.resources == {
+        "limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "512Mi"}}
+    body = task_body(review.spec, name="summary", marker=Marker("c", "n", "summary", "u"))
+    assert body["resources"] == review.spec.resources
+    assert all(isinstance(value, str) for section in body["resources"].values()
+               for value in section.values())
+
+
+def test_no_resources_sends_none() -> None:
+    spec = review_spec("summary", valid_spec()).spec
+    assert spec is not None and spec.resources == {}
+    assert "resources" not in task_body(spec, name="summary",
+                                        marker=Marker("c", "n", "summary", "u"))
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ("lots", "spec.resources must be an object with limits and/or requests"),
+    ({"limits": {"memory": "1GB"}},
+     "spec.resources.limits.memory '1GB' is not a Kubernetes quantity such as 500m, 2 or 1Gi"),
+    ({"requests": {"cpu": "-1"}},
+     "spec.resources.requests.cpu '-1' is not a Kubernetes quantity such as 500m, 2 or 1Gi"),
+    ({"requests": {"cpu": "1e3"}},
+     "spec.resources.requests.cpu '1e3' is not a Kubernetes quantity such as 500m, 2 or 1Gi"),
+    ({"limits": {"cpu": 0.5}},
+     'spec.resources.limits.cpu must be a quantity such as "500m" or "1Gi", not a number 0.5'),
+    ({"limits": {"memory": "512Mi"}, "requests": {"memory": "1Gi"}},
+     "spec.resources.limits.memory 512Mi is below its request 1Gi; a limit must be at least "
+     "the request"),
+    ({"limits": {"cpu": "500m"}, "requests": {"cpu": 1}},
+     "spec.resources.limits.cpu 500m is below its request 1; a limit must be at least the "
+     "request"),
+    ({"limits": {"gpu": "1"}}, "spec.resources.limits may only name cpu and memory, not 'gpu'"),
+    ({"claims": []}, "spec.resources may only hold limits and requests, not 'claims'"),
+    ({"limits": ["cpu"]}, "spec.resources.limits must be a map of cpu and memory"),
+], ids=["not-object", "memory-unit", "negative", "exponent", "float", "memory-limit-below",
+        "cpu-limit-below", "gpu", "claims", "limits-list"])
+def test_resources_refused(resources: Any, expected: str) -> None:
+    assert problems_of(valid_spec(resources=resources)) == [expected]
+
+
+def test_a_limit_equal_to_its_request_passes() -> None:
+    assert problems_of(valid_spec(resources={"limits": {"memory": "1024Mi"},
+                                             "requests": {"memory": "1Gi"}})) == []

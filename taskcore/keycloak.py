@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import httpx
+import jwt
 
 from .errors import ServiceError, excerpt
 
@@ -21,6 +22,9 @@ REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
 
 #: A user's FN token is reused this long; the FN's refresh tokens last far longer.
 USER_TOKEN_REUSE = 600.0
+
+#: The realm role that makes a user an administrator of the Federated Node.
+FN_ADMINISTRATOR_ROLE = "Administrator"
 
 
 class KeycloakError(ServiceError):
@@ -53,6 +57,7 @@ class Keycloak:
         self._lock = threading.Lock()
         self._admin_tokens: tuple[str, str, float] | None = None  # access, refresh, expiry
         self._user_tokens: dict[str, tuple[str, float]] = {}
+        self._user_roles: dict[str, tuple[str, ...] | None] = {}
 
     @classmethod
     def from_settings(cls, settings, **kwargs: Any) -> "Keycloak":
@@ -155,12 +160,36 @@ class Keycloak:
             raise KeycloakError("Keycloak's token exchange answer has no refresh_token")
         with self._lock:
             self._user_tokens[user.id] = (token, self._clock() + USER_TOKEN_REUSE)
+            self._user_roles[user.id] = realm_roles_in(answer.get("access_token"))
         return token
+
+    def realm_roles(self, user: KeycloakUser, *,
+                    timeout: float | None = None) -> tuple[str, ...] | None:
+        """The realm roles of ``user``, as the access token of its last token exchange
+        lists them (exchanging one now if none is cached); None when Keycloak put no
+        roles in the token.
+
+        NB: a realm whose client scopes leave ``realm_access`` out of access tokens
+        yields None here; reading the admin API's role mappings instead would remove
+        that blind spot, at one more call per researcher.
+        """
+        with self._lock:
+            known = user.id in self._user_roles and user.id in self._user_tokens
+        if not known:
+            self.fn_token_for(user, timeout=timeout)
+        with self._lock:
+            return self._user_roles.get(user.id)
+
+    def is_admin_login(self, user: KeycloakUser) -> bool:
+        """Whether ``user`` is the realm admin FNTC itself logs in as."""
+        admin = self._admin["username"].lower()
+        return bool(admin) and admin in (user.username.lower(), user.email.lower())
 
     def forget_user_token(self, user: KeycloakUser) -> None:
         """Drop a cached token the FN no longer accepts, so the next call exchanges anew."""
         with self._lock:
             self._user_tokens.pop(user.id, None)
+            self._user_roles.pop(user.id, None)
 
     # -- users -----------------------------------------------------------------------------
 
@@ -224,6 +253,25 @@ class Keycloak:
         if not linked:
             raise UnknownUser(f"no Keycloak user linked to GitHub user {github_id} exists "
                               f"in realm {self._realm}")
+
+
+def realm_roles_in(access_token: Any) -> tuple[str, ...] | None:
+    """The ``realm_access.roles`` claim of an access token, or None when absent.
+
+    The signature is not checked: the token came straight from Keycloak over the
+    connection FNTC opened, and only its claims are read, never trusted by anyone else.
+    """
+    if not isinstance(access_token, str):
+        return None
+    try:
+        claims = jwt.decode(access_token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    realm_access = claims.get("realm_access")
+    roles = realm_access.get("roles") if isinstance(realm_access, dict) else None
+    if not isinstance(roles, list):
+        return None
+    return tuple(str(role) for role in roles)
 
 
 def _error_text(response: httpx.Response) -> str:

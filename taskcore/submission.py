@@ -9,6 +9,7 @@ first, and never create a second FN task for a marker that already has one.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -16,7 +17,7 @@ from typing import Callable
 
 from .errors import ServiceError
 from .fn import FNAuthFailed, FNClient, FNRejected, task_body
-from .keycloak import Keycloak, KeycloakUser, UnknownUser
+from .keycloak import FN_ADMINISTRATOR_ROLE, Keycloak, KeycloakUser, UnknownUser
 from .settings import Settings
 from .task import Marker, TaskSpec
 
@@ -36,6 +37,27 @@ class Submission:
     message: str = ""
     task_id: int | None = None
     adopted: bool = False
+    #: Things the researcher should know about a task the FN accepted.
+    warnings: tuple[str, ...] = ()
+
+
+_IMAGE_NOT_FOUND = re.compile(r"^Image (?P<image>\S+) could not be found")
+_NO_DATASET = re.compile(r"^Dataset (?P<dataset>.+) does not exist")
+
+
+def explain_refusal(reason: str, spec: TaskSpec) -> str:
+    """The FN's refusal, with what to do about it where the FN's own words leave it out."""
+    if reason.startswith("Could not find project"):
+        return f"it has no project {spec.project!r}; check spec.project"
+    if reason.startswith("User does not belong to a valid project"):
+        return (f"{spec.requester} does not belong to the FN project {spec.project!r}; "
+                "ask the FN operators for access to that project")
+    if match := _IMAGE_NOT_FOUND.match(reason):
+        return (f"image {match['image']} is not on the FN's allow-list or its tag does not "
+                "exist; use an allowed image, or ask the FN operators to allow this one")
+    if match := _NO_DATASET.match(reason):
+        return f"it has no dataset {match['dataset']}; check spec.dataset"
+    return reason
 
 
 class BudgetSpent(ServiceError):
@@ -88,12 +110,77 @@ class Submitter:
         """The FN task already made for this marker, if any (admin view of the FN)."""
         admin = self.keycloak.admin_fn_token(timeout=deadline.remaining())
         found = self.fn.find(admin, description__eq=str(marker), timeout=deadline.remaining())
-        ids = sorted(int(item["id"]) for item in found if isinstance(item.get("id"), int))
-        if len(ids) > 1:
-            log.warning("several FN tasks carry one marker; using the oldest",
+        ids = sorted({int(item["id"]) for item in found if isinstance(item.get("id"), int)})
+        return self._keep_lowest(admin, ids, marker, deadline) if ids else None
+
+    def _keep_lowest(self, admin: str, ids: list[int], marker: Marker,
+                     deadline: Deadline) -> int:
+        """Of several FN tasks made for one marker, keep the lowest id and cancel the rest.
+
+        The API server can send one admission again (after a timeout or a dropped
+        connection) and the second call can reach the other webhook replica, so both
+        create. Each looks again after creating; as the FN numbers tasks in order,
+        the later one always sees the earlier, and both settle on the lowest id.
+        """
+        keep, *extra = ids
+        fields = {"namespace": marker.namespace, "task": marker.name, "fn_task_id": keep}
+        for task_id in extra:
+            try:
+                self.fn.cancel(admin, task_id, timeout=deadline.remaining(floor=1.0))
+                log.warning("cancelled FN task %s, a second one for this Task", task_id,
+                            extra=fields)
+            except ServiceError as error:
+                log.warning("could not cancel FN task %s, a second one for this Task: %s",
+                            task_id, error, extra=fields)
+        return keep
+
+    def _settle(self, marker: Marker, created: int, deadline: Deadline) -> int:
+        """The FN task this marker keeps, once ``created`` exists: see :meth:`_keep_lowest`.
+        A failed look-up keeps ``created``; the task exists, so it must not be lost."""
+        try:
+            admin = self.keycloak.admin_fn_token(timeout=deadline.remaining(floor=1.0))
+            found = self.fn.find(admin, description__eq=str(marker),
+                                 timeout=deadline.remaining(floor=1.0))
+        except ServiceError as error:
+            log.warning("could not look for a second FN task for this Task: %s", error,
                         extra={"namespace": marker.namespace, "task": marker.name,
-                               "fn_task_ids": ids})
-        return ids[0] if ids else None
+                               "fn_task_id": created})
+            return created
+        ids = {int(item["id"]) for item in found if isinstance(item.get("id"), int)}
+        return self._keep_lowest(admin, sorted(ids | {created}), marker, deadline)
+
+    def _dataset_warnings(self, token: str, spec: TaskSpec, task_id: int,
+                          deadline: Deadline) -> tuple[str, ...]:
+        """A researcher's FN task runs on the dataset their project grants, whatever the
+        Task names; say so when the two differ. Names cannot be compared (the FN
+        shows only ids), and a failed look-up only costs the warning."""
+        if spec.dataset_id is None or deadline.expired:
+            return ()
+        try:
+            view = self.fn.get(token, task_id, timeout=deadline.remaining())
+        except ServiceError as error:
+            log.info("could not read FN task %s to compare its dataset: %s", task_id, error)
+            return ()
+        actual = view.get("dataset_id")
+        if isinstance(actual, bool) or not isinstance(actual, int) or \
+                actual == spec.dataset_id:
+            return ()
+        return (f"the FN runs this task on dataset {actual}, the one {spec.project} grants, "
+                f"not {spec.dataset_id}",)
+
+    def _administrator(self, user: KeycloakUser, spec: TaskSpec, *, token_roles: bool,
+                       deadline: Deadline) -> Submission | None:
+        """A refusal when ``user`` administers the FN. An admin's FN token picks any
+        dataset named in the task and skips the project's data access rules."""
+        admin = self.keycloak.is_admin_login(user)
+        if not admin and token_roles:
+            roles = self.keycloak.realm_roles(user, timeout=deadline.remaining()) or ()
+            admin = FN_ADMINISTRATOR_ROLE in roles
+        if not admin:
+            return None
+        return Submission(Outcome.REFUSED, f"{spec.requester} is an administrator of the "
+                          "Federated Node; Tasks must run as a researcher, not an FN "
+                          "administrator, so that the project's data access applies")
 
     def submit(self, spec: TaskSpec, marker: Marker, *, deadline: Deadline,
                dry_run: bool = False) -> Submission:
@@ -101,8 +188,14 @@ class Submitter:
         who = spec.requester
         try:
             user = self.identify(spec, deadline)
+            refused = self._administrator(user, spec, token_roles=False, deadline=deadline)
+            if refused:
+                return refused
             deadline.check("obtaining the researcher's token")
             token = self.keycloak.fn_token_for(user, timeout=deadline.remaining())
+            refused = self._administrator(user, spec, token_roles=True, deadline=deadline)
+            if refused:
+                return refused
             body = task_body(spec, name=marker.name, marker=marker)
 
             if not dry_run:
@@ -112,7 +205,9 @@ class Submitter:
                 existing = self.find_existing(marker, deadline)
                 if existing is not None:
                     return Submission(Outcome.SUBMITTED, f"found FN task {existing}",
-                                      existing, adopted=True)
+                                      existing, adopted=True,
+                                      warnings=self._dataset_warnings(token, spec, existing,
+                                                                      deadline))
 
             deadline.check("asking the FN to validate the task")
             try:
@@ -127,8 +222,7 @@ class Submitter:
             if dry_run:
                 return Submission(Outcome.VALIDATED, "the FN would accept this task")
             deadline.check("creating the FN task")
-            task_id = self.fn.create(token, spec.project, body, timeout=deadline.remaining())
-            return Submission(Outcome.SUBMITTED, f"created FN task {task_id}", task_id)
+            created = self.fn.create(token, spec.project, body, timeout=deadline.remaining())
         except UnknownUser as error:
             return Submission(Outcome.REFUSED, f"{error}; the Task must name a researcher "
                               "known to the Federated Node")
@@ -137,8 +231,16 @@ class Submitter:
                               f"({error}); check that the user may use project "
                               f"{spec.project!r}")
         except FNRejected as error:
-            return Submission(Outcome.REFUSED, f"the Federated Node refused the task: {error}")
+            return Submission(Outcome.REFUSED, "the Federated Node refused the task: "
+                              + explain_refusal(str(error), spec))
         except ServiceError as error:
             if error.transient:
                 return Submission(Outcome.DEFERRED, str(error))
             return Submission(Outcome.REFUSED, str(error))
+
+        # The FN task exists from here on: nothing below may lose its id.
+        task_id = self._settle(marker, created, deadline)
+        message = (f"created FN task {task_id}" if task_id == created else
+                   f"found FN task {task_id}, made at the same time by another attempt")
+        return Submission(Outcome.SUBMITTED, message, task_id, adopted=task_id != created,
+                          warnings=self._dataset_warnings(token, spec, task_id, deadline))

@@ -3,7 +3,9 @@ configurations, all pointed at the stand-ins.
 
 The webhook runs as its own process over TLS, exactly as in a cluster, and
 the API server reaches it by URL with the CA bundle that signed its
-certificate. The poller is run the way the CronJob runs it.
+certificate. The webhook in turn requires the client certificate the API
+server presents to webhooks, so nothing else can post it a review. The
+poller is run the way the CronJob runs it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -35,16 +36,20 @@ def _free_port() -> int:
 
 
 class WebhookProcess:
-    """``python -m webhook`` with a certificate from the control plane's CA."""
+    """``python -m webhook`` with a certificate from the control plane's CA, taking
+    reviews only from callers with a certificate of the API server's webhook client CA."""
 
     def __init__(self, plane: ControlPlane, env: dict[str, str], log_path: Path) -> None:
         self.plane = plane
         self.port = _free_port()
+        self.health_port = _free_port()
         self.cert, self.key = plane.serving_certificate(["127.0.0.1", "localhost"])
         self.env = {**os.environ, **env, "KUBECONFIG": str(plane.kubeconfig),
                     "FNTC_WEBHOOK_CERT_FILE": str(self.cert),
                     "FNTC_WEBHOOK_KEY_FILE": str(self.key),
+                    "FNTC_WEBHOOK_CLIENT_CA_FILE": str(plane.webhook_client_ca_path),
                     "FNTC_WEBHOOK_HOST": "127.0.0.1", "FNTC_WEBHOOK_PORT": str(self.port),
+                    "FNTC_WEBHOOK_HEALTH_PORT": str(self.health_port),
                     "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -53,19 +58,24 @@ class WebhookProcess:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def health_url(self) -> str:
+        """The plain-HTTP probe port: the HTTPS one wants the API server's certificate."""
+        return f"http://127.0.0.1:{self.health_port}"
+
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "webhook"], cwd=ROOT,
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        context = ssl.create_default_context(cadata=self.plane.ca_pem.decode())
+        # Straight to loopback, whatever proxy the environment names.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the webhook exited at start; see {self.log_path}:\n"
                                    + self.log_path.read_text()[-2000:])
             try:
-                with urllib.request.urlopen(self.url + "/readyz", context=context,
-                                            timeout=2) as answer:
+                with opener.open(self.health_url + "/readyz", timeout=2) as answer:
                     if answer.status == 200:
                         return
             except OSError:

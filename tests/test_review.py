@@ -63,6 +63,10 @@ def test_parse_reads_kubernetes_field_names() -> None:
     assert request.old_object == {"spec": {}} and request.kind["kind"] == "Task"
 
 
+def test_a_uid_of_128_characters_is_still_read() -> None:
+    assert AdmissionRequest.parse(review(uid="u" * 128)).uid == "u" * 128
+
+
 def test_parse_tolerates_absent_optional_fields() -> None:
     request = AdmissionRequest.parse({"apiVersion": API_VERSION, "kind": "AdmissionReview",
                                       "request": {"uid": "u1"}})
@@ -80,8 +84,16 @@ def test_parse_tolerates_absent_optional_fields() -> None:
     {"apiVersion": API_VERSION, "kind": "AdmissionReview"},
     {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": {"operation": "CREATE"}},
     {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": {"uid": 42}},
+    {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": {"uid": "u" * 129}},
+    {"apiVersion": API_VERSION, "kind": "AdmissionReview",
+     "request": {"uid": "u", "userInfo": {"username": "alice", "groups": 5}}},
+    {"apiVersion": API_VERSION, "kind": "AdmissionReview",
+     "request": {"uid": "u", "userInfo": {"username": "alice", "groups": ["a", ["b"]]}}},
+    {"apiVersion": API_VERSION, "kind": "AdmissionReview",
+     "request": {"uid": "u", "userInfo": {"username": "alice", "groups": "admins"}}},
 ], ids=["list", "string", "null", "no-api-version", "v1beta1", "other-kind", "no-request",
-        "no-uid", "uid-not-string"])
+        "no-uid", "uid-not-string", "uid-too-long", "groups-number", "groups-nested",
+        "groups-string"])
 def test_parse_refuses_what_is_not_an_admission_review(body: Any) -> None:
     with pytest.raises(MalformedReview):
         AdmissionRequest.parse(body)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +35,7 @@ from taskcore.keycloak import Keycloak
 from taskcore.settings import Settings
 from taskcore.submission import Submitter
 from webhook.admission import Admission
-from webhook.app import MAX_BODY_BYTES, create_app
+from webhook.app import MAX_BODY_BYTES, create_app, create_probe_app
 from webhook.metrics import REGISTRY
 from webhook.review import API_VERSION, AdmissionRequest, AdmissionResponse, allowed, denied
 from webhook.tls import ReloadingContext
@@ -264,9 +267,8 @@ def test_create_without_annotations_patches_in_a_new_map(real_client, sandbox) -
                    if task.description and f"uid={uid}" in task.description)
     assert operations[0]["value"] == {ADMISSION_UID: uid, TASK_ID: str(fn_task.id),
                                       SUBMISSION: "submitted"}
-    assert response["warnings"] == ["image 'ghcr.io/fntc-sandbox/analytics:1.0' refers to a "
-                                     "tag, which can be moved; a digest (@sha256:...) pins "
-                                     "exactly what runs"]
+    assert response["warnings"] == ["image tag '1.0' can be moved to another build; pin a "
+                                     "digest (@sha256:...) to run exactly this one"]
 
 
 def test_create_escapes_annotation_keys_and_overwrites_a_forged_task_id(real_client,
@@ -451,11 +453,13 @@ def test_deletes_that_cancel_nothing(real_client, status: dict, annotations: dic
 
 def test_delete_of_a_running_task_schedules_the_cancel(real_client) -> None:
     client, jobs = real_client
-    old = {**task_object(annotations={TASK_ID: "7"}), "status": {"phase": "Running"}}
+    old = {**task_object(annotations={TASK_ID: "7", ADMISSION_UID: "uid-7"}),
+           "status": {"phase": "Running"}}
     response = client.post("/validate", json=review_body(
         "DELETE", obj={}, oldObject=old)).json()["response"]
     assert response["allowed"] is True
-    assert response["status"]["message"] == "FNTC asks the FN to cancel task 7"
+    assert response["warnings"] == ["FNTC will ask the FN to cancel task 7 once the Task "
+                                    "is gone"]
     assert len(jobs) == 1
 
 
@@ -480,3 +484,212 @@ def test_spec_updates_are_refused_with_the_reason(real_client, annotations: dict
         "UPDATE", obj={**old, "metadata": {**old["metadata"], "labels": {"a": "b"}}},
         oldObject=old)).json()["response"]
     assert unchanged["allowed"] is True
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed", "Cancelled"])
+def test_spec_updates_of_a_finished_task_say_to_run_a_new_one(real_client, phase: str) -> None:
+    client, _ = real_client
+    annotations = {TASK_ID: "7", SUBMISSION: "submitted"}
+    status = {"phase": phase, "taskId": 7}
+    old = {**task_object(annotations=annotations), "status": status}
+    new = {**task_object(annotations=annotations, image="ghcr.io/fntc-sandbox/analytics:2.0"),
+           "status": status}
+    response = client.post("/validate", json=review_body(
+        "UPDATE", obj=new, oldObject=old)).json()["response"]
+    assert response["allowed"] is False
+    assert response["status"]["message"] == ("the spec of a submitted Task cannot change; "
+                                             "create a new Task with a new name to run it "
+                                             "again")
+
+
+# -- bodies that used to escape as 500s or hang --------------------------------------------
+
+
+@pytest.mark.parametrize("content, error", [
+    (json.dumps(review_body(uid="u" * 129)).encode(),
+     "not an AdmissionReview: request.uid is over 128 characters"),
+    (json.dumps(review_body(userInfo={"username": "alice", "groups": 5})).encode(),
+     "not an AdmissionReview: request.userInfo.groups must be a list of strings"),
+    (b"[" * 100_000 + b"]" * 100_000, "not an AdmissionReview: the JSON is nested too deeply"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": '
+     + b'{"a":' * 50_000 + b"1" + b"}" * 50_001, "not an AdmissionReview: the JSON is nested "
+     "too deeply"),
+], ids=["uid-too-long", "groups-a-number", "deep-list", "deep-object"])
+def test_bodies_that_break_parsing_get_400_not_500(content: bytes, error: str) -> None:
+    client, admission = scripted_client(lambda request: allowed())
+    answer = client.post("/mutate", content=content,
+                         headers={"content-type": "application/json"})
+    assert (answer.status_code, answer.json()) == (400, {"error": error})
+    assert admission.seen == []
+
+
+@pytest.fixture
+def plain_server() -> Iterator[Callable[..., int]]:
+    """Serve the app (scripted admission) over plain HTTP in a thread; returns its port."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def serve(**app_options: Any) -> int:
+        app = create_app(lambda: ScriptedAdmission(lambda r: allowed()), **app_options)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
+                                               lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        return sock.getsockname()[1]
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(5)
+
+
+PARTIAL_REQUEST = (b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 1000\r\n\r\n{\"apiVersion\": \"admission.k8s.io/v1\"")
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(plain_server) -> None:
+    port = plain_server(body_seconds=0.3)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(PARTIAL_REQUEST)          # ... and never the rest
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+    assert b"the body did not arrive within 0.3 s" in reply
+
+
+def test_a_client_leaving_mid_body_is_logged_quietly(plain_server, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = plain_server()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(PARTIAL_REQUEST)
+
+    deadline = time.monotonic() + 5
+    while not any("went away" in record.getMessage() for record in caplog.records):
+        assert time.monotonic() < deadline, "the disconnect was not logged"
+        time.sleep(0.02)
+    [line] = [record for record in caplog.records if "went away" in record.getMessage()]
+    assert line.levelno == logging.INFO and line.exc_info is None
+    assert not any(record.exc_info or record.levelno >= logging.ERROR
+                   for record in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+# -- caller authentication ----------------------------------------------------------------
+
+
+@pytest.fixture
+def mtls_server(tmp_path: Path) -> Iterator[tuple[int, pki.CertificateAuthority, Path]]:
+    """The app over uvicorn with a ReloadingContext that requires client certificates of
+    ``client_ca``; yields the port, the serving CA and a folder of client pairs."""
+    serving_ca = pki.CertificateAuthority.create("webhook-test-ca")
+    client_ca = pki.CertificateAuthority.create("api-server-client-ca")
+    stranger_ca = pki.CertificateAuthority.create("someone-elses-ca")
+    cert, key = _write_pair(serving_ca, tmp_path, 1_000_000)
+    client_ca.write(tmp_path / "client-ca.crt", tmp_path / "client-ca.key")
+    for name, ca in (("api-server", client_ca), ("stranger", stranger_ca)):
+        pki.write_key_pair(tmp_path / f"{name}.crt", tmp_path / f"{name}.key",
+                           pki.issue_client_certificate(ca, user=name, groups=()))
+    tls = ReloadingContext(str(cert), str(key), client_ca_file=str(tmp_path / "client-ca.crt"),
+                           interval=3600)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(lambda: ScriptedAdmission(lambda r: allowed())),
+                            log_config=None, access_log=False, lifespan="off",
+                            ssl_certfile=str(cert), ssl_keyfile=str(key))
+    config.load()
+    config.ssl = tls.context
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    yield sock.getsockname()[1], serving_ca, tmp_path
+    server.should_exit = True
+    thread.join(5)
+
+
+def _client_context(serving_ca: pki.CertificateAuthority, folder: Path, client: str | None,
+                    *, tls12: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=serving_ca.certificate.public_bytes(
+        serialization.Encoding.PEM).decode())
+    if tls12:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    if client:
+        context.load_cert_chain(folder / f"{client}.crt", folder / f"{client}.key")
+    return context
+
+
+def _exchange(port: int, context: ssl.SSLContext) -> bytes:
+    """Post a review over TLS; everything the server sent back before closing."""
+    body = json.dumps(review_body()).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: webhook\r\nConnection: close\r\n"
+                        b"Content-Type: application/json\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+    return reply
+
+
+def _post_review(port: int, context: ssl.SSLContext) -> dict[str, Any]:
+    head, _, content = _exchange(port, context).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return json.loads(content)
+
+
+def test_a_caller_with_the_client_cas_certificate_is_answered(mtls_server) -> None:
+    port, serving_ca, folder = mtls_server
+    for tls12 in (False, True):
+        context = _client_context(serving_ca, folder, "api-server", tls12=tls12)
+        assert _post_review(port, context)["response"]["uid"] == UID
+
+
+@pytest.mark.parametrize("client", [None, "stranger"], ids=["no-certificate", "other-ca"])
+def test_a_caller_without_the_client_cas_certificate_fails_the_handshake(
+        mtls_server, client: str | None) -> None:
+    port, serving_ca, folder = mtls_server
+    # TLS 1.2: the server's refusal ends the handshake itself.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError):
+            _client_context(serving_ca, folder, client, tls12=True).wrap_socket(
+                raw, server_hostname="127.0.0.1")
+    # TLS 1.3: the client's side of the handshake ends first; the server then
+    # drops the connection without a byte of an answer.
+    try:
+        reply = _exchange(port, _client_context(serving_ca, folder, client))
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        reply = b""
+    assert reply == b""
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_help_names_every_webhook_variable_and_exits_0() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FNTC_")}
+    root = Path(__file__).resolve().parent.parent
+    shown = subprocess.run([sys.executable, "-m", "webhook", "--help"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: python -m webhook")
+    for name in ("CERT_FILE", "KEY_FILE", "CLIENT_CA_FILE", "HOST", "PORT", "HEALTH_PORT"):
+        assert f"FNTC_WEBHOOK_{name} " in shown.stdout
+    wrong = subprocess.run([sys.executable, "-m", "webhook", "--serve"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("usage: python -m webhook")
+
+
+def test_the_probe_app_answers_health_and_readiness_and_nothing_else() -> None:
+    app = create_app(lambda: ScriptedAdmission(lambda r: allowed()))
+    probes = TestClient(create_probe_app(app))
+    assert (probes.get("/healthz").text, probes.get("/readyz").text) == ("ok", "ok")
+    assert "fntc_admissions_total" in probes.get("/metrics").text
+    assert probes.post("/mutate", json=review_body()).status_code == 404

@@ -1,16 +1,15 @@
 """What the webhook decides for each operation on a Task.
 
-CREATE checks the spec, the requester and the researcher, then submits the
-FN task and records its id with a JSON patch. UPDATE keeps a submitted
-spec and our annotations as they are. DELETE asks the FN to cancel, without
-ever holding the deletion up.
+CREATE checks the requester, the namespace, the spec and the researcher,
+then submits the FN task and records its id with a JSON patch. UPDATE keeps
+a submitted spec and our annotations as they are. DELETE has the FN task
+cancelled once the Task is really gone, without ever holding the deletion up.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ from taskcore.submission import Deadline, Outcome, Submission, Submitter
 from taskcore.task import (ADMISSION_UID_ANNOTATION, SUBMISSION_ANNOTATION, TASK_ID_ANNOTATION,
                            Marker, review_spec)
 
+from .cancellation import Canceller, DeletedTask
 from .review import (AdmissionRequest, AdmissionResponse, allowed, annotation_patch, denied,
                      patched)
 from .status_writer import StatusWriter
@@ -32,6 +32,8 @@ from .status_writer import StatusWriter
 log = logging.getLogger(__name__)
 
 OUR_ANNOTATIONS = (TASK_ID_ANNOTATION, ADMISSION_UID_ANNOTATION, SUBMISSION_ANNOTATION)
+#: Phases after which the FN task has nothing left to do.
+FINISHED = ("Succeeded", "Failed", "Cancelled")
 
 
 class _RecentSubmissions:
@@ -91,11 +93,14 @@ class Admission:
 
     def __init__(self, settings: Settings, *, submitter: Submitter, tasks: TaskStore,
                  status_writer: StatusWriter | None = None,
+                 canceller: Canceller | None = None,
                  run_later: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.settings = settings
         self.submitter = submitter
         self.tasks = tasks
         self.status_writer = status_writer
+        self.canceller = canceller or Canceller(tasks, keycloak=submitter.keycloak,
+                                                fn=submitter.fn)
         self._run_later = run_later or (lambda job: threading.Thread(target=job,
                                                                      daemon=True).start())
         self._recent = _RecentSubmissions()
@@ -146,6 +151,7 @@ class Admission:
         return user.username in allow or any(group in allow for group in user.groups)
 
     def _create(self, request: AdmissionRequest) -> AdmissionResponse:
+        """Refusals carry no warnings: the refusal is what the author has to act on."""
         obj = request.object or {}
         meta = obj.get("metadata") or {}
         name = request.name or str(meta.get("name") or "")
@@ -156,36 +162,43 @@ class Admission:
             return denied(f"{request.user_info.username or 'this requester'} may not create "
                           "Tasks: a Task acts for the researcher it names, so only the "
                           "identities in FNTC_ALLOWED_REQUESTERS (such as ArgoCD) may")
+        served = self.settings.namespaces
+        if served and namespace not in served:
+            # The poller lists only these namespaces: a Task elsewhere would never
+            # be followed, nor its results delivered.
+            return denied(f"FNTC serves Tasks only in the namespace"
+                          f"{'s' if len(served) > 1 else ''} {', '.join(served)}; create "
+                          f"the Task there, not in {namespace}")
 
         spec_review = review_spec(name, obj.get("spec"),
                                   allowed_registries=self.settings.allowed_registries)
-        warnings = spec_review.warnings
         if not spec_review.ok or spec_review.spec is None:
-            return denied("Task refused: " + "; ".join(spec_review.problems), warnings=warnings)
+            return denied("Task refused: " + "; ".join(spec_review.problems))
         spec = spec_review.spec
 
         deadline = Deadline(self.settings.admission_budget)
         try:
             if self.tasks.get(namespace, name) is not None:
                 return denied(f"a Task named {name} already exists in {namespace}; "
-                              "choose another name", warnings=warnings)
+                              "choose another name")
         except (ServiceError, urllib3.exceptions.HTTPError, OSError) as error:
             log.warning("could not check that the Task name is free: %s", error, extra=fields)
             return denied("FNTC could not check that the Task name is free; try again",
-                          outcome="error", code=503, warnings=warnings)
+                          outcome="error", code=503)
 
         marker = Marker(self.settings.cluster_name, namespace, name, request.uid)
         submission = self.submitter.submit(spec, marker, deadline=deadline,
                                            dry_run=request.dry_run)
         log.info("admission %s: %s", submission.outcome.value.lower(), submission.message,
                  extra={**fields, "dry_run": request.dry_run})
-        return self._answer(request, submission, warnings)
+        return self._answer(request, submission,
+                            [*spec_review.warnings, *submission.warnings])
 
     def _answer(self, request: AdmissionRequest, submission: Submission,
                 warnings: list[str]) -> AdmissionResponse:
         obj = request.object or {}
         if submission.outcome is Outcome.REFUSED:
-            return denied(f"Task refused: {submission.message}", warnings=warnings)
+            return denied(f"Task refused: {submission.message}")
         if request.dry_run:
             # Nothing was submitted, so the answer only drops annotations of ours
             # that the author wrote: they are never taken on trust.
@@ -225,8 +238,12 @@ class Admission:
             return denied(f"annotation {changed[0]} is set by FNTC and cannot be changed; "
                           "it ties the Task to its FN task")
         if _was_submitted(old) and old.get("spec") != new.get("spec"):
+            status = old.get("status") or {}
+            if status.get("phase") in FINISHED:
+                return denied("the spec of a submitted Task cannot change; create a new "
+                              "Task with a new name to run it again")
             if _annotations(old).get(SUBMISSION_ANNOTATION) == "deferred" and \
-                    not (old.get("status") or {}).get("taskId"):
+                    not status.get("taskId"):
                 why = "FNTC submits it to the FN as it was admitted"
             else:
                 why = "the FN task already runs as written"
@@ -237,21 +254,25 @@ class Admission:
     # -- DELETE ----------------------------------------------------------------------------
 
     def delete(self, request: AdmissionRequest) -> AdmissionResponse:
+        """Allowed always; the cancel waits in the background until the Task is gone."""
         old = request.old_object or {}
+        meta = old.get("metadata") or {}
         task_id = _task_id(old)
         phase = (old.get("status") or {}).get("phase", "")
-        if request.dry_run or task_id is None or phase in ("Succeeded", "Failed", "Cancelled"):
+        if request.dry_run or task_id is None or phase in FINISHED:
             return allowed("deleted")
-        fields = {"namespace": request.namespace, "task": request.name, "fn_task_id": task_id}
-        self._run_later(lambda: self._cancel(task_id, fields))
-        return allowed("deleted", message=f"FNTC asks the FN to cancel task {task_id}")
-
-    def _cancel(self, task_id: int, fields: dict[str, Any]) -> None:
-        started = time.monotonic()
-        try:
-            token = self.submitter.keycloak.admin_fn_token()
-            self.submitter.fn.cancel(token, task_id)
-            log.info("cancelled FN task of deleted Task", extra=fields)
-        except ServiceError as error:
-            log.warning("FN did not cancel the task of a deleted Task: %s", error,
-                        extra={**fields, "seconds": round(time.monotonic() - started, 2)})
+        deleted = DeletedTask(
+            namespace=request.namespace or str(meta.get("namespace") or ""),
+            name=request.name or str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            admission_uid=str(_annotations(old).get(ADMISSION_UID_ANNOTATION) or ""),
+            task_id=task_id)
+        if not deleted.admission_uid:
+            # Without it no FN task can be told apart as this Task's; the poller
+            # cancels FN tasks whose Task is gone.
+            log.info("deleted Task has no admission uid; nothing cancelled now",
+                     extra=deleted.fields)
+            return allowed("deleted")
+        self._run_later(lambda: self.canceller.cancel_when_gone(deleted))
+        return allowed("deleted", warnings=[f"FNTC will ask the FN to cancel task {task_id} "
+                                            "once the Task is gone"])

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 API_VERSION = "admission.k8s.io/v1"
+#: The API server's uids are 36 characters; a longer one is not from it, and every
+#: uid is kept a while (see the webhook's recent answers), so its size is bounded.
+MAX_UID_LENGTH = 128
 
 
 class MalformedReview(ValueError):
@@ -47,15 +50,19 @@ class AdmissionRequest:
         request = review.get("request")
         if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
             raise MalformedReview("the AdmissionReview has no request or no request.uid")
+        if len(request["uid"]) > MAX_UID_LENGTH:
+            raise MalformedReview(f"request.uid is over {MAX_UID_LENGTH} characters")
         user = request.get("userInfo") if isinstance(request.get("userInfo"), dict) else {}
+        groups = user.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(group, str) for group in groups):
+            raise MalformedReview("request.userInfo.groups must be a list of strings")
         obj, old = request.get("object"), request.get("oldObject")
         return cls(
             uid=request["uid"],
             operation=str(request.get("operation") or ""),
             namespace=str(request.get("namespace") or ""),
             name=str(request.get("name") or ""),
-            user_info=UserInfo(str(user.get("username") or ""),
-                               tuple(str(group) for group in user.get("groups") or ())),
+            user_info=UserInfo(str(user.get("username") or ""), tuple(groups)),
             object=obj if isinstance(obj, dict) else None,
             old_object=old if isinstance(old, dict) else None,
             dry_run=bool(request.get("dryRun")),

@@ -119,8 +119,8 @@ def test_dry_run_passes_the_fns_refusal_through(stack, sandbox, namespace) -> No
     result = stack.apply(task_manifest("dry-refused", namespace, project="project9"),
                          args=("--dry-run=server",))
     assert result.returncode != 0
-    assert SUBMIT_DENIED + "Task refused: the Federated Node refused the task: Could not " \
-        "find project" in result.stderr
+    assert SUBMIT_DENIED + "Task refused: the Federated Node refused the task: it has no " \
+        "project 'project9'; check spec.project" in result.stderr
     assert ("POST", "/tasks/validate", 400) in fn_requests_since(sandbox, start)
 
 
@@ -464,9 +464,9 @@ def test_a_slow_system_defers_inside_the_budget(make_admission, sandbox, system:
     ("GET", "/tasks", 200, {"items": "none", "pages": "x"}, "deferred", "unknown shape"),
     ("POST", "/tasks/validate", 504, "Gateway Timeout", "deferred", "(504)"),
     ("POST", "/tasks/validate", 404, {"error": "Dataset 9 does not exist"}, "refused",
-     "the Federated Node refused the task: Dataset 9 does not exist"),
+     "the Federated Node refused the task: it has no dataset 9; check spec.dataset"),
     ("POST", "/tasks/validate", 500, {"error": "Image x could not be found"}, "refused",
-     "Image x could not be found"),
+     "image x is not on the FN's allow-list or its tag does not exist"),
 ], ids=["429-defers", "html-defers", "odd-list-defers", "504-defers", "404-refuses",
         "definitive-500-refuses"])
 def test_how_fn_answers_at_admission_are_read(make_admission, sandbox, method: str,
@@ -535,7 +535,8 @@ def test_no_token_or_secret_reaches_the_logs(make_admission, sandbox, caplog) ->
                             ).outcome == "deferred"
     sandbox.fn_faults.clear()
     old = task_manifest("logged", "in-process")
-    old["metadata"]["annotations"] = {TASK_ID: patch_of(submitted)[TASK_ID]}
+    old["metadata"]["annotations"] = {TASK_ID: patch_of(submitted)[TASK_ID],
+                                      ADMISSION_UID: patch_of(submitted)[ADMISSION_UID]}
     jobs.clear()
     admission.review(review("DELETE", None, old=old))
     assert len(jobs) == 1

@@ -19,7 +19,7 @@ import pytest
 from devenv.stack import LocalStack
 from standins.fn_state import ANALYTICS_DIGEST, ANALYTICS_IMAGE
 from standins.sandbox import Sandbox
-from taskcore.task import shown
+from taskcore.spec_fields import shown
 from tests.conftest import task_manifest
 
 DIGEST_IMAGE = f"{ANALYTICS_IMAGE}@{ANALYTICS_DIGEST}"
@@ -27,6 +27,8 @@ TAGGED_IMAGE = f"{ANALYTICS_IMAGE}:1.0"
 DENIED = 'admission webhook "submit.tasks.federatednode.com" denied the request: '
 NOT_KNOWN = "; the Task must name a researcher known to the Federated Node"
 FN_REFUSED = "Task refused: the Federated Node refused the task: "
+NOT_ALLOWED = (" is not on the FN's allow-list or its tag does not exist; use an allowed "
+               "image, or ask the FN operators to allow this one")
 BOB = {"user": {"username": "bob"}, "project": "project2", "dataset": 2,
        "repository": "fntc-sandbox/admissions-study"}
 
@@ -49,18 +51,29 @@ class Case:
     generate_name: bool = False
 
 
-def tag_warning(image: str) -> str:
-    return (f"image {image!r} refers to a tag, which can be moved; a digest (@sha256:...) "
-            "pins exactly what runs")
+def tag_warning(tag: str) -> str:
+    return (f"image tag {tag!r} can be moved to another build; pin a digest (@sha256:...) to "
+            "run exactly this one")
+
+
+def spec_bytes(**spec: Any) -> int:
+    """The size of alice's Task spec with ``spec`` over it, as compact JSON."""
+    body = task_manifest("size", "size", **{"image": DIGEST_IMAGE, **spec})["spec"]
+    return len(json.dumps(body, separators=(",", ":")).encode())
+
+
+LARGE_ENV = {f"PART_{index}": "z" * 4000 for index in range(9)}
+RESOURCES = {"limits": {"cpu": "1", "memory": "1Gi"},
+             "requests": {"cpu": "500m", "memory": "512Mi"}}
 
 
 CASES = [
     # -- admitted ------------------------------------------------------------------------
     Case("digest"),
-    Case("tag", {"image": TAGGED_IMAGE}, warnings=(tag_warning(TAGGED_IMAGE),)),
+    Case("tag", {"image": TAGGED_IMAGE}, warnings=(tag_warning("1.0"),)),
     Case("latest-tag", {"image": f"{ANALYTICS_IMAGE}:latest"}, warnings=(
-        f"image '{ANALYTICS_IMAGE}:latest' uses the tag 'latest', so the results cannot be "
-        "traced to one build: pin a version or a digest",)),
+        "image tag 'latest' moves with every push; pin a digest (@sha256:...) to run "
+        "exactly this one",)),
     Case("dataset-by-name", {"dataset": "cancer-registry"}),
     Case("dataset-id-as-text", {"dataset": "1"}),
     Case("user-by-username", BOB),
@@ -74,6 +87,12 @@ CASES = [
     Case("nested-branch", {"branch": "feature/results-v2"}),
     Case("command-and-env", {"command": ["python", "summary.py"], "env": {"MODE": "full"}}),
     Case("longest-name", name="n" * 50),
+    Case("resources", {"resources": RESOURCES}),
+    Case("resources-as-numbers", {"resources": {"limits": {"cpu": 2},
+                                                "requests": {"cpu": 1}}}),
+    Case("largest-arguments", {"command": ["x" * 4096], "env": {"QUERY": "y" * 4096}}),
+    Case("dataset-not-granted", {"dataset": 99}, warnings=(
+        "the FN runs this task on dataset 1, the one project1 grants, not 99",)),
 
     # -- refused by FNTC's own checks ------------------------------------------------------
     Case("image-without-registry", {"image": "analytics:1.0"},
@@ -145,6 +164,23 @@ CASES = [
          "Task refused: spec.env name '1MODE' is not a valid environment variable name"),
     Case("env-value-a-number", {"env": {"RUNS": 3}},
          'Task refused: spec.env value of RUNS must be a string; quote it, as in RUNS: "3"'),
+    Case("command-item-too-long", {"command": ["python", "x" * 4097]},
+         "Task refused: spec.command[1] is 4097 characters long; at most 4096 are allowed"),
+    Case("env-value-too-long", {"env": {"QUERY": "y" * 4097}},
+         "Task refused: spec.env value of QUERY is 4097 characters long; at most 4096 are "
+         "allowed"),
+    Case("dataset-name-too-long", {"dataset": "d" * 256},
+         "Task refused: spec.dataset is 256 characters long; at most 255 are allowed"),
+    Case("spec-too-large", {"env": LARGE_ENV},
+         f"Task refused: spec is {spec_bytes(env=LARGE_ENV)} bytes long; at most 32768 are "
+         "allowed: pass large inputs through the dataset, not the command or env"),
+    Case("resources-not-a-quantity", {"resources": {"limits": {"memory": "1GB"}}},
+         "Task refused: spec.resources.limits.memory '1GB' is not a Kubernetes quantity such "
+         "as 500m, 2 or 1Gi"),
+    Case("resources-limit-below-request",
+         {"resources": {"limits": {"memory": "512Mi"}, "requests": {"memory": "1Gi"}}},
+         "Task refused: spec.resources.limits.memory 512Mi is below its request 1Gi; a limit "
+         "must be at least the request"),
     Case("name-with-dot", name="sum.mary",
          refused="Task refused: the Task name 'sum.mary' can only hold lowercase letters, "
                  "digits and '-' (no dots), since the FN uses it for a pod name"),
@@ -177,20 +213,24 @@ CASES = [
     Case("github-id-unknown", {"user": {"githubId": 999999}},
          "Task refused: no Keycloak user linked to GitHub user 999999 exists in realm "
          "FederatedNode" + NOT_KNOWN),
+    Case("user-fn-administrator", {"user": {"username": "fn-admin"}, "dataset": 2},
+         "Task refused: fn-admin is an administrator of the Federated Node; Tasks must run "
+         "as a researcher, not an FN administrator, so that the project's data access "
+         "applies"),
 
     # -- refused by the FN's own verdict (POST /tasks/validate) ----------------------------
+    # A refusal carries no warnings, even where the admitted Task would have had one.
     Case("fn-image-not-allowed", {"image": "ghcr.io/fntc-sandbox/miner:2.0"},
-         FN_REFUSED + "Image ghcr.io/fntc-sandbox/miner:2.0 could not be found",
-         warnings=(tag_warning("ghcr.io/fntc-sandbox/miner:2.0"),)),
+         FN_REFUSED + "image ghcr.io/fntc-sandbox/miner:2.0" + NOT_ALLOWED),
     Case("fn-tag-unknown", {"image": f"{ANALYTICS_IMAGE}:9.9"},
-         FN_REFUSED + f"Image {ANALYTICS_IMAGE}:9.9 could not be found",
-         warnings=(tag_warning(f"{ANALYTICS_IMAGE}:9.9"),)),
+         FN_REFUSED + f"image {ANALYTICS_IMAGE}:9.9" + NOT_ALLOWED),
     Case("fn-registry-unknown", {"image": "quay.io/fntc-sandbox/analytics:1.0"},
-         FN_REFUSED + "Registry quay.io is not registered on this node",
-         warnings=(tag_warning("quay.io/fntc-sandbox/analytics:1.0"),)),
-    Case("fn-project-unknown", {"project": "project9"}, FN_REFUSED + "Could not find project"),
+         FN_REFUSED + "Registry quay.io is not registered on this node"),
+    Case("fn-project-unknown", {"project": "project9"},
+         FN_REFUSED + "it has no project 'project9'; check spec.project"),
     Case("fn-user-not-in-project", {"project": "project2"},
-         FN_REFUSED + "User does not belong to a valid project"),
+         FN_REFUSED + "alice@example.org does not belong to the FN project 'project2'; ask "
+         "the FN operators for access to that project"),
 ]
 
 
@@ -280,3 +320,12 @@ def test_nothing_else_was_stored_or_submitted(outcomes: Outcomes, sandbox: Sandb
     submitted = {task.name for task in sandbox.fn_state.tasks.values()
                  if f" namespace={outcomes.namespace} " in (task.description or "")}
     assert submitted == admitted
+
+
+def test_resources_are_stored_and_reach_the_fn_as_text(outcomes: Outcomes,
+                                                       sandbox: Sandbox) -> None:
+    assert outcomes.stored["resources"]["spec"]["resources"] == RESOURCES
+    [fn_task] = fn_tasks_named(sandbox, outcomes.namespace, "resources")
+    assert fn_task.resources == RESOURCES
+    [numbers] = fn_tasks_named(sandbox, outcomes.namespace, "resources-as-numbers")
+    assert numbers.resources == {"limits": {"cpu": "2"}, "requests": {"cpu": "1"}}

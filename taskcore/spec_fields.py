@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 #: The FN uses the task name for a pod name, so it must stay short and plain.
@@ -26,16 +25,12 @@ MAX_OWNER_LENGTH = 39
 MAX_BRANCH_LENGTH = 255
 MAX_ITEMS = 64
 MAX_ARGUMENT_LENGTH = 4096
-MAX_QUANTITY_LENGTH = 32
 #: The whole spec as compact JSON. The schema's per-field limits alone would let a
 #: spec grow to megabytes (64 env values of 4 KiB, 64 arguments of 4 KiB), which the
 #: API server and etcd may refuse only after the FN task exists.
 MAX_SPEC_BYTES = 32 * 1024
 #: Dataset ids travel to the FN as JSON numbers its database stores as integers.
 MAX_DATASET_ID = 2**63 - 1
-
-RESOURCE_NAMES = ("cpu", "memory")
-RESOURCE_SECTIONS = ("limits", "requests")
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HOST_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
@@ -53,13 +48,6 @@ _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEADER_TEXT = re.compile(r"^[\x20-\x7e]+$")
 _INTEGER = re.compile(r"^[-+]?[0-9]+$")
-#: The part of Kubernetes' quantity grammar the FN reads too: a plain decimal with an
-#: optional SI or binary suffix (no sign, no exponent).
-_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)"
-                       r"(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_SCALE = {"": Decimal(1), "m": Decimal("0.001"),
-          **{suffix: Decimal(1000) ** power for power, suffix in enumerate("kMGTPE", 1)},
-          **{suffix + "i": Decimal(1024) ** power for power, suffix in enumerate("KMGTPE", 1)}}
 
 
 @dataclass(frozen=True)
@@ -79,7 +67,7 @@ def shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     """The JSON name of a value's type, as the author of the YAML thinks of it."""
     if isinstance(value, bool):
         return "a boolean"
@@ -97,7 +85,7 @@ def _string(spec: dict[str, Any], key: str, problems: list[str], *, max_length: 
     if value is None:
         return ""
     if not isinstance(value, str):
-        problems.append(f"{label} must be a string, not {_kind(value)} {shown(value)}")
+        problems.append(f"{label} must be a string, not {json_kind(value)} {shown(value)}")
         return ""
     if len(value) > max_length:
         problems.append(f"{label} is {len(value)} characters long; at most {max_length} "
@@ -366,72 +354,3 @@ def env_field(spec: dict[str, Any], problems: list[str]) -> dict[str, str]:
             problems.append(f"spec.env value of {name} is {len(value)} characters long; "
                             f"at most {MAX_ARGUMENT_LENGTH} are allowed")
     return {str(key): value for key, value in env.items() if isinstance(value, str)}
-
-
-def parse_quantity(text: str) -> Decimal | None:
-    """The amount a Kubernetes quantity such as ``500m`` or ``1Gi`` stands for, or None."""
-    match = _QUANTITY.match(text) if len(text) <= MAX_QUANTITY_LENGTH else None
-    if match is None:
-        return None
-    return Decimal(match["number"]) * _SCALE[match["suffix"] or ""]
-
-
-def _quantity(section: str, key: str, value: Any,
-              problems: list[str]) -> tuple[str, Decimal] | None:
-    """A quantity as the FN wants it (text) and its amount. A bare number, as YAML reads
-    ``cpu: 2``, is taken as the quantity it spells."""
-    label = f"spec.resources.{section}.{key}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        problems.append(f"{label} must be a quantity such as \"500m\" or \"1Gi\", not "
-                        f"{_kind(value)} {shown(value)}")
-        return None
-    amount = parse_quantity(text)
-    if amount is None:
-        problems.append(f"{label} {shown(value)} is not a Kubernetes quantity such as 500m, "
-                        "2 or 1Gi")
-        return None
-    return text, amount
-
-
-def resources_field(spec: dict[str, Any], problems: list[str]) -> dict[str, dict[str, str]]:
-    """``limits`` and ``requests`` of cpu and memory, values as text (the FN fails on
-    numbers); a limit below its request is refused, as Kubernetes would refuse the pod."""
-    raw = spec.get("resources")
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.append("spec.resources must be an object with limits and/or requests")
-        return {}
-    for key in raw:
-        if key not in RESOURCE_SECTIONS:
-            problems.append(f"spec.resources may only hold limits and requests, "
-                            f"not {shown(key, 40)}")
-    sections: dict[str, dict[str, str]] = {}
-    amounts: dict[tuple[str, str], Decimal] = {}
-    for section in RESOURCE_SECTIONS:
-        values = raw.get(section)
-        if values is None:
-            continue
-        if not isinstance(values, dict):
-            problems.append(f"spec.resources.{section} must be a map of cpu and memory")
-            continue
-        for key, value in values.items():
-            if key not in RESOURCE_NAMES:
-                problems.append(f"spec.resources.{section} may only name cpu and memory, "
-                                f"not {shown(key, 40)}")
-                continue
-            read = _quantity(section, key, value, problems)
-            if read is not None:
-                sections.setdefault(section, {})[key] = read[0]
-                amounts[section, key] = read[1]
-    for key in RESOURCE_NAMES:
-        limit, request = amounts.get(("limits", key)), amounts.get(("requests", key))
-        if limit is not None and request is not None and limit < request:
-            problems.append(f"spec.resources.limits.{key} {sections['limits'][key]} is below "
-                            f"its request {sections['requests'][key]}; a limit must be at "
-                            "least the request")
-    return sections

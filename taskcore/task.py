@@ -3,8 +3,9 @@ its FN task.
 
 The spec keeps the field names of the original controller so existing
 templates still apply. :func:`review_spec` runs every check that needs no
-network (the field checks live in :mod:`taskcore.spec_fields`), so the
-webhook can collect all problems of a spec in one answer.
+network (the field checks live in :mod:`taskcore.spec_fields` and
+:mod:`taskcore.resources`), so the webhook can collect all problems of a
+spec in one answer.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .resources import resources_field
 from .spec_fields import (Image, branch_field, check_name, command_field, dataset_field,
                           env_field, image_field, project_field, repository_field,
-                          resources_field, spec_size, user_field)
+                          spec_size, user_field)
 
 GROUP = "tasks.federatednode.com"
 VERSION = "v1"

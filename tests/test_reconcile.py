@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from poller.__main__ import build_reconciler
+from standins.clock import ManualClock
 from poller.reconcile import Reconciler, needs_work, span, task_id_of
 from taskcore.settings import Settings
 from taskcore.status import get_condition
@@ -26,10 +27,16 @@ NAMESPACE = "unit-tests"
 
 
 @pytest.fixture
-def reconciler(sandbox) -> Reconciler:
+def clock() -> ManualClock:
+    """The reconciler's time: it starts at real time, as Keycloak and GitHub expect."""
+    return ManualClock()
+
+
+@pytest.fixture
+def reconciler(sandbox, clock) -> Reconciler:
     settings = Settings.from_env({**sandbox.env(), "FNTC_CLUSTER_NAME": CLUSTER,
                                   "FNTC_SUBMIT_BACKOFF_BASE": "30"})
-    made = build_reconciler(settings, now=sandbox.clock.now)
+    made = build_reconciler(settings, now=clock.now)
     yield made
     made.close()
 
@@ -145,8 +152,8 @@ def test_a_spec_that_fails_the_checks_fails_without_asking_anyone(reconciler, sa
     assert len(sandbox.fn_state.requests) == asked
 
 
-def test_submission_is_due_only_without_an_fn_task_and_after_the_backoff(reconciler, sandbox):
-    later = (sandbox.clock.now() + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def test_submission_is_due_only_without_an_fn_task_and_after_the_backoff(reconciler, clock):
+    later = (clock.now() + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert reconciler.submission_due(hand_made_task("new", status={"phase": "Pending"}))
     waiting = {"phase": "Pending", "submission": {"attempts": 2, "nextAttemptAt": later}}
     assert not reconciler.submission_due(hand_made_task("backing-off", status=waiting))
@@ -171,8 +178,8 @@ def test_a_delivery_without_a_token_waits_and_says_why(reconciler, sandbox):
 @pytest.mark.parametrize(("attempts", "delay"), [
     (0, 30), (1, 60), (5, 960), (6, 1800), (20, 1800),
 ])
-def test_deferred_submission_backs_off_doubling_up_to_a_cap(reconciler, sandbox, attempts,
-                                                           delay):
+def test_deferred_submission_backs_off_doubling_up_to_a_cap(reconciler, sandbox, clock,
+                                                           attempts, delay):
     status = {"phase": "Pending", "reason": "FNUnavailable",
               "submission": {"attempts": attempts}}
     sandbox.fn_faults.add("POST", "/tasks/validate", 503, body={"error": "down"})
@@ -180,7 +187,7 @@ def test_deferred_submission_backs_off_doubling_up_to_a_cap(reconciler, sandbox,
     submission = step.status["submission"]
     assert submission["attempts"] == attempts + 1
     assert submission["nextAttemptAt"] == \
-        (sandbox.clock.now() + timedelta(seconds=delay)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        (clock.now() + timedelta(seconds=delay)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert "503" in submission["lastError"]
     assert (step.status["phase"], step.events) == ("Pending", [])   # said once, before
 

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from standins.clock import ManualClock
 from taskcore.status import RESULTS_DELIVERED
 from tests.integration.test_poller_failures import Killed, wrap_status_writes
 from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
@@ -105,31 +106,31 @@ def test_an_app_not_installed_is_retried_with_backoff_and_says_why(stack, sandbo
                                                                  namespace, poll,
                                                                  app_installed_later):
     backoff = {"FNTC_SUBMIT_BACKOFF_BASE": "5"}
+    clock = ManualClock()   # the poller's time; a few seconds ahead at most, as GitHub allows
     finished(sandbox, kube_api, namespace, "homeless", repository="fntc-sandbox/not-installed")
-    poll(**backoff)
+    poll(now=clock.now, **backoff)
     first = read(kube_api, namespace, "homeless")["status"]
     assert first["phase"] == "Succeeded"
     assert (first["results"]["state"], first["results"]["attempts"]) == ("Retrying", 1)
     assert "not installed on fntc-sandbox/not-installed" in first["results"]["message"]
     waiting = condition(read(kube_api, namespace, "homeless"), RESULTS_DELIVERED)
     assert (waiting["status"], waiting["reason"]) == ("False", "Retrying")
-    now = sandbox.clock.now()
     assert first["results"]["nextAttemptAt"] == \
-        (now + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        (clock.now() + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    assert poll(**backoff).changed == 0, "no new attempt before the backoff ends"
-    sandbox.clock.advance(6)
-    poll(**backoff)
+    assert poll(now=clock.now, **backoff).changed == 0, "no new attempt before the backoff ends"
+    clock.advance(6)
+    poll(now=clock.now, **backoff)
     second = read(kube_api, namespace, "homeless")["status"]["results"]
     assert second["attempts"] == 2
     assert second["nextAttemptAt"] == \
-        (sandbox.clock.now() + timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        (clock.now() + timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert [reason for reason, _ in events(kube_api, namespace, "homeless")].count(
         "ResultsDeliveryFailed") == 1
 
     app_installed_later()
-    sandbox.clock.advance(11)
-    summary = poll(**backoff)
+    clock.advance(11)
+    summary = poll(now=clock.now, **backoff)
     assert summary.delivered == 1
     results = read(kube_api, namespace, "homeless")["status"]["results"]
     assert results["state"] == "Delivered"
@@ -139,7 +140,7 @@ def test_an_app_not_installed_is_retried_with_backoff_and_says_why(stack, sandbo
 def test_a_rerun_after_a_lost_status_write_commits_nothing_new(stack, sandbox, kube_api,
                                                               namespace, poll):
     finished(sandbox, kube_api, namespace, "once")
-    poller = make_poller(stack, kube_api, namespace, sandbox.clock.now)
+    poller = make_poller(stack, kube_api, namespace)
 
     def die_after_delivery(task: dict[str, Any], patch: dict[str, Any]) -> None:
         if (patch.get("results") or {}).get("state") == "Delivered":

@@ -103,7 +103,7 @@ def test_a_list_that_keeps_expiring_fails_the_run(crowd, kube_api):
 
 
 def test_a_run_reconciles_each_task_once(crowd, stack, sandbox, kube_api):
-    poller = make_poller(stack, kube_api, crowd, sandbox.clock.now)
+    poller = make_poller(stack, kube_api, crowd)
     poller.page_size = PAGE
     pages = count_pages(poller.tasks, expire_at={6})
     reconciled: Counter[str] = Counter()

@@ -95,8 +95,7 @@ def test_the_fn_is_asked_with_bounded_concurrency(stack, sandbox, kube_api, name
     for name in names:
         create(kube_api, namespace, name)
     wait_for_first_status(kube_api, namespace, names)
-    poller = make_poller(stack, kube_api, namespace, sandbox.clock.now,
-                         FNTC_CONCURRENCY="2")
+    poller = make_poller(stack, kube_api, namespace, FNTC_CONCURRENCY="2")
     in_flight, most = 0, 0
     lock = threading.Lock()
     real = poller.reconciler.fn.get
@@ -107,7 +106,7 @@ def test_the_fn_is_asked_with_bounded_concurrency(stack, sandbox, kube_api, name
             in_flight += 1
             most = max(most, in_flight)
         try:
-            time.sleep(0.05)    # long enough for the other workers to overlap
+            time.sleep(0.2)     # long enough for the other workers to overlap
             return real(*args, **kwargs)
         finally:
             with lock:

@@ -107,13 +107,13 @@ def test_a_run_while_another_holds_the_lease_skips(stack, sandbox, kube_api, nam
     before = read(kube_api, namespace, "waiting-turn")
 
     put_lease(kube_api, "the-cronjob-run", datetime.now(timezone.utc))
-    assert run_once(poller_env(stack, namespace), now=sandbox.clock.now) == (0, None)
+    assert run_once(poller_env(stack, namespace)) == (0, None)
     assert "another run holds the lease" in capsys.readouterr().err
     assert read(kube_api, namespace, "waiting-turn") == before
 
     # A Lease its holder stopped renewing long ago is taken over, then given back.
     put_lease(kube_api, "a-dead-run", datetime.now(timezone.utc) - timedelta(hours=1))
-    code, summary = run_once(poller_env(stack, namespace), now=sandbox.clock.now)
+    code, summary = run_once(poller_env(stack, namespace))
     assert code == 0 and summary.changed == 1
     lease = client.CoordinationV1Api(kube_api).read_namespaced_lease(LEASE_NAME,
                                                                      LEASE_NAMESPACE)
@@ -140,7 +140,7 @@ def test_two_runs_at_once_submit_each_task_once(stack, sandbox, kube_api, namesp
     names = ["first", "second", "third"]
     for name in names:
         create_deferred(sandbox, kube_api, namespace, name)
-    runs = [make_poller(stack, kube_api, namespace, sandbox.clock.now) for _ in range(2)]
+    runs = [make_poller(stack, kube_api, namespace) for _ in range(2)]
     # Both runs read the same Tasks, at the same resourceVersions, before either
     # claims one: the worst case a Lease would normally rule out.
     both_listed = threading.Barrier(2, timeout=20)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 from kubernetes import client
 
-from poller.__main__ import build, run_once
+from poller.__main__ import build, run_once, wall_clock
 from poller.run import Poller, Summary
 from taskcore.fn import FNClient
 from taskcore.keycloak import Keycloak
@@ -34,21 +34,22 @@ def poller_env(stack, namespace: str, **settings: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def poll(stack, sandbox, namespace) -> Callable[..., Summary]:
+def poll(stack, namespace) -> Callable[..., Summary]:
     """One run of the poller's entry point over this test's namespace.
 
-    The run reads time from the sandbox's manual clock, like the stand-ins, so
-    status times, backoff and GitHub App tokens all live in one controllable time.
+    The run reads the wall clock, as Keycloak and GitHub do when they judge its
+    tokens; a test that needs the poller's time to move hands in ``now``.
     """
     def run(now: Callable | None = None, **settings: str) -> Summary:
         code, summary = run_once(poller_env(stack, namespace, **settings),
-                                 now=now or sandbox.clock.now)
+                                 now=now or wall_clock)
         assert code == 0 and summary is not None, f"poller run failed with exit code {code}"
         return summary
     return run
 
 
-def make_poller(stack, kube_api, namespace: str, now: Callable, **settings: str) -> Poller:
+def make_poller(stack, kube_api, namespace: str, now: Callable = wall_clock,
+                **settings: str) -> Poller:
     """A poller whose parts a test may wrap; run it with ``.run()`` (no Lease)."""
     return build(Settings.from_env(poller_env(stack, namespace, **settings)), kube_api,
                  now=now)
@@ -65,13 +66,15 @@ def read(kube_api, namespace: str, name: str) -> dict[str, Any]:
 
 
 def wait_for_first_status(kube_api, namespace: str, names: list[str]) -> None:
-    """The webhook writes a Task's first status just after the Task is stored."""
+    """The webhook writes a Task's first status, then its Event, just after the
+    Task is stored; a poller run starting earlier would race with it."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if all(read(kube_api, namespace, name).get("status") for name in names):
+        if all(read(kube_api, namespace, name).get("status") and
+               events(kube_api, namespace, name) for name in names):
             return
         time.sleep(0.05)
-    raise AssertionError("the webhook did not write the first status")
+    raise AssertionError("the webhook did not write the first status and Event")
 
 
 def events(kube_api, namespace: str, name: str) -> list[tuple[str, str]]:

@@ -330,16 +330,19 @@ def test_webhook_configurations_are_the_local_stacks_for_the_service() -> None:
     assert ca["spec"]["isCA"] is True
     assert "selfSigned" in find("Issuer", ca["spec"]["issuerRef"]["name"])["spec"]
 
-    # The Service reaches the webhook's HTTPS port, where the probes look too.
+    # The Service reaches the webhook's HTTPS port; the probes use the plain health
+    # port, which answers whether or not client certificates are required on 8443.
     deployment = find("Deployment", "fntc-webhook")
     template = deployment["spec"]["template"]
     assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
     container = template["spec"]["containers"][0]
     (https,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
     assert https["containerPort"] == 8443
+    (health,) = [p for p in container["ports"] if p["name"] == "health"]
+    assert health["containerPort"] == 8081
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        assert container[probe]["httpGet"] == {"path": path, "port": "https",
-                                               "scheme": "HTTPS"}
+        assert container[probe]["httpGet"] == {"path": path, "port": "health",
+                                               "scheme": "HTTP"}
     # The certificate's Secret is mounted whole where the webhook reads it by default.
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}

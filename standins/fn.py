@@ -95,8 +95,7 @@ async def authenticate(state: FNState, request: Request) -> Caller:
     form = {"grant_type": "refresh_token", "client_id": state.client_id,
             "client_secret": state.client_secret, "refresh_token": token}
     try:
-        async with httpx.AsyncClient(timeout=KEYCLOAK_TIMEOUT) as client:
-            answer = await client.post(token_url, data=form)
+        answer = await keycloak_client(request.app).post(token_url, data=form)
     except httpx.HTTPError as error:
         raise internal_error() from error
     if answer.status_code != 200:
@@ -106,6 +105,16 @@ async def authenticate(state: FNState, request: Request) -> Caller:
     roles = claims.get("realm_access", {}).get("roles", [])
     return Caller(user_id=claims["sub"], email=claims.get("email", ""),
                   is_admin=ADMIN_ROLE in roles)
+
+
+def keycloak_client(app: FastAPI) -> httpx.AsyncClient:
+    """One client for the app's calls to Keycloak, made on first use inside the
+    server's event loop; a client per call would build a TLS context each time
+    (tens of milliseconds), which the real FN's connection pool does not pay."""
+    client = getattr(app.state, "keycloak_client", None)
+    if client is None:
+        client = app.state.keycloak_client = httpx.AsyncClient(timeout=KEYCLOAK_TIMEOUT)
+    return client
 
 
 async def json_body(request: Request) -> object:
@@ -145,9 +154,8 @@ def create_fn_app(state: FNState, faults: fault_injection.Faults | None = None) 
     @app.get("/health_check")
     async def health_check() -> JSONResponse:
         try:
-            async with httpx.AsyncClient(timeout=3.0) as client:
-                answer = await client.get(
-                    f"{state.keycloak_url.rstrip('/')}/realms/{state.realm}")
+            answer = await keycloak_client(app).get(
+                f"{state.keycloak_url.rstrip('/')}/realms/{state.realm}", timeout=3.0)
             healthy = answer.status_code == 200
         except httpx.HTTPError:
             healthy = False

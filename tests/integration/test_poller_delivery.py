@@ -10,9 +10,9 @@ import pytest
 
 from standins.clock import ManualClock
 from taskcore.status import RESULTS_DELIVERED
-from tests.integration.test_poller_failures import Killed, wrap_status_writes
-from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
-    condition, create, events, make_poller, poll, read, wait_for_first_status)
+from tests.integration.poller_helpers import (  # noqa: F401 - poll is a fixture
+    Killed, condition, create, events, make_poller, poll, read, wait_for_first_status,
+    wrap_status_writes)
 
 
 def finished(sandbox, kube_api, namespace: str, *names: str, **spec: Any) -> None:

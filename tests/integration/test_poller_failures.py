@@ -21,13 +21,9 @@ from taskcore.status import SUBMISSION_CLAIM
 from taskcore.submission import Deadline
 from taskcore.task import GROUP, PLURAL, VERSION, Marker, review_spec
 from tests.conftest import task_manifest
-from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
-    create, events, fn_task, make_poller, poll, poller_env, read, submissions_for,
-    wait_for_first_status)
-
-
-class Killed(BaseException):
-    """The process died here."""
+from tests.integration.poller_helpers import (  # noqa: F401 - poll is a fixture
+    Killed, create, create_deferred, events, fn_task, make_poller, poll, poller_env, read,
+    submissions_for, wait_for_first_status, wrap_status_writes)
 
 
 def delete(kube_api, namespace: str, name: str) -> None:
@@ -43,24 +39,6 @@ def label(kube_api, namespace: str, name: str, value: str) -> None:
     """Another writer touches the Task: its resourceVersion moves on."""
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": {"touched": value}}})
-
-
-def create_deferred(sandbox, kube_api, namespace: str, name: str) -> None:
-    """A Task admitted while the FN could not validate it: Pending, no FN task yet."""
-    sandbox.fn_faults.add("POST", "/tasks/validate", 503, body={"error": "down"})
-    create(kube_api, namespace, name)
-    wait_for_first_status(kube_api, namespace, [name])
-    assert read(kube_api, namespace, name)["status"]["phase"] == "Pending"
-
-
-def wrap_status_writes(poller, before_write) -> None:
-    """Call ``before_write(task, patch)`` ahead of every status write of ``poller``."""
-    real = poller.tasks.patch_status
-
-    def patch_status(task: dict[str, Any], patch: dict[str, Any], **kwargs: Any):
-        before_write(task, patch)
-        return real(task, patch, **kwargs)
-    poller.tasks.patch_status = patch_status
 
 
 def test_tasks_deleted_mid_run(stack, sandbox, kube_api, namespace):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
+from tests.integration.poller_helpers import (  # noqa: F401 - poll is a fixture
     condition, create, events, fn_task, poll, read, wait_for_first_status)
 
 

@@ -21,7 +21,7 @@ from poller.reconcile import Step
 from taskcore.kube import KubeError, TaskStore
 from taskcore.task import GROUP, PLURAL, VERSION
 from tests.conftest import task_manifest
-from tests.integration.test_poller_shapes import make_poller
+from tests.integration.poller_helpers import make_poller
 
 COUNT = 300
 PAGE = 25

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from standins.clock import ManualClock
-from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
+from tests.integration.poller_helpers import (  # noqa: F401 - poll is a fixture
     create, events, make_poller, poll, read, wait_for_first_status)
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"

@@ -14,9 +14,9 @@ from kubernetes import client
 
 from poller.__main__ import run_once
 from poller.lease import LEASE_NAME, Lease
-from tests.integration.test_poller_shapes import (
-    create, events, make_poller, poller_env, read, submissions_for, wait_for_first_status)
-from tests.integration.test_poller_failures import create_deferred
+from tests.integration.poller_helpers import (
+    create, create_deferred, events, make_poller, poller_env, read, submissions_for,
+    wait_for_first_status)
 
 SUMMARY = re.compile(r"^poller run: seen=\d+ skipped=\d+ changed=\d+ submitted=\d+ "
                      r"delivered=\d+ orphans_cancelled=\d+ errors=\d+ seconds=\d+\.\d\d$")

@@ -4,111 +4,12 @@ The sandbox images play each ending (crash, OOM, an image that never pulls, an
 evicted pod); a cancel goes through the FN's own API; answers the stand-in
 would not give by itself (shapes FNTC does not know, answers older than what
 a Task shows) come from the stand-in's task state or injected faults.
-
-The helpers at the top are shared by the other ``test_poller_*`` files.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from typing import Any, Callable
-
-import pytest
-from kubernetes import client
-
-from poller.__main__ import build, run_once, wall_clock
-from poller.run import Poller, Summary
-from taskcore.fn import FNClient
-from taskcore.keycloak import Keycloak
-from taskcore.settings import Settings
-from taskcore.task import GROUP, PLURAL, VERSION
-from tests.conftest import task_manifest
-
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-
-
-def poller_env(stack, namespace: str, **settings: str) -> dict[str, str]:
-    """The stack's settings, watching this test's namespace only."""
-    return {**stack.env(), "FNTC_NAMESPACES": namespace, **settings}
-
-
-@pytest.fixture
-def poll(stack, namespace) -> Callable[..., Summary]:
-    """One run of the poller's entry point over this test's namespace.
-
-    The run reads the wall clock, as Keycloak and GitHub do when they judge its
-    tokens; a test that needs the poller's time to move hands in ``now``.
-    """
-    def run(now: Callable | None = None, **settings: str) -> Summary:
-        code, summary = run_once(poller_env(stack, namespace, **settings),
-                                 now=now or wall_clock)
-        assert code == 0 and summary is not None, f"poller run failed with exit code {code}"
-        return summary
-    return run
-
-
-def make_poller(stack, kube_api, namespace: str, now: Callable = wall_clock,
-                **settings: str) -> Poller:
-    """A poller whose parts a test may wrap; run it with ``.run()`` (no Lease)."""
-    return build(Settings.from_env(poller_env(stack, namespace, **settings)), kube_api,
-                 now=now)
-
-
-def create(kube_api, namespace: str, name: str, **spec: Any) -> None:
-    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, task_manifest(name, namespace, **spec))
-
-
-def read(kube_api, namespace: str, name: str) -> dict[str, Any]:
-    return client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name)
-
-
-def wait_for_first_status(kube_api, namespace: str, names: list[str]) -> None:
-    """The webhook writes a Task's first status, then its Event, just after the
-    Task is stored; a poller run starting earlier would race with it."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if all(read(kube_api, namespace, name).get("status") and
-               events(kube_api, namespace, name) for name in names):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the webhook did not write the first status and Event")
-
-
-def events(kube_api, namespace: str, name: str) -> list[tuple[str, str]]:
-    """(reason, type) of the Task's Events in the order the API server lists them."""
-    listed = client.CoreV1Api(kube_api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name}").items
-    return [(event.reason, event.type) for event in listed]
-
-
-def condition(task: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(c for c in task["status"]["conditions"] if c["type"] == kind)
-
-
-def fn_task(sandbox, task: dict[str, Any]):
-    return sandbox.fn_state.tasks[task["status"]["taskId"]]
-
-
-def submissions_for(sandbox, namespace: str, name: str) -> list:
-    """FN tasks created for one Task, found by the marker in their description."""
-    return [task for task in sandbox.fn_state.submissions
-            if f"namespace={namespace} task={name} " in (task.description or "")]
-
-
-def cancel_on_fn(stack, task_id: int) -> None:
-    """Cancel as the researcher would, through the FN's API with her own token."""
-    settings = Settings.from_env(stack.env())
-    keycloak = Keycloak.from_settings(settings)
-    fn = FNClient(settings.fn_url)
-    try:
-        token = keycloak.fn_token_for(keycloak.find_user(email="alice@example.org"))
-        fn.cancel(token, task_id)
-    finally:
-        keycloak.close()
-        fn.close()
+from tests.integration.poller_helpers import (  # noqa: F401 - poll is a fixture
+    RFC3339, cancel_on_fn, condition, create, events, poll, read, wait_for_first_status)
 
 
 IMAGES = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from tests.integration.test_poller_shapes import (  # noqa: F401 - poll is a fixture
+from tests.integration.poller_helpers import (  # noqa: F401 - poll is a fixture
     create, events, poll, read, wait_for_first_status)
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")

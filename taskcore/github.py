@@ -53,6 +53,9 @@ INLINE_FILE_BYTES = 2**20
 INLINE_TOTAL_BYTES = 16 * 2**20
 #: When GitHub limits us without saying for how long, wait at least this long.
 DEFAULT_RETRY_AFTER = 60.0
+#: The longest wait taken from GitHub's headers: a larger or endless value (a clock far
+#: off, a garbled header) would otherwise put a delivery off for ever, or overflow.
+MAX_RETRY_AFTER = 3600.0
 
 _REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 #: A conservative subset of the names git accepts for a branch.
@@ -98,23 +101,25 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def _retry_after(response: httpx.Response, now: float) -> float:
-    """Seconds to wait, from ``retry-after`` (seconds or a date) or the limit's reset time."""
+    """Seconds to wait, from ``retry-after`` (seconds or a date) or the limit's reset time,
+    at most :data:`MAX_RETRY_AFTER`."""
+    wait: float | None = None
     header = response.headers.get("retry-after")
     if header:
         try:
-            return max(0.0, float(header))
+            wait = max(0.0, float(header))
         except ValueError:
             try:
-                return max(0.0, email.utils.parsedate_to_datetime(header).timestamp() - now)
-            except (TypeError, ValueError):
+                wait = max(0.0, email.utils.parsedate_to_datetime(header).timestamp() - now)
+            except (TypeError, ValueError, OverflowError):
                 pass
     reset = response.headers.get("x-ratelimit-reset")
-    if response.headers.get("x-ratelimit-remaining") == "0" and reset:
+    if wait is None and response.headers.get("x-ratelimit-remaining") == "0" and reset:
         try:
-            return max(1.0, float(reset) - now)
+            wait = max(1.0, float(reset) - now)
         except ValueError:
             pass
-    return DEFAULT_RETRY_AFTER
+    return DEFAULT_RETRY_AFTER if wait is None else min(wait, MAX_RETRY_AFTER)
 
 
 def _as_text(data: bytes) -> str | None:
@@ -271,12 +276,16 @@ class GitHubApp:
     # -- delivery ------------------------------------------------------------------------
 
     def deliver(self, *, repository: str, branch: str, base_branch: str | None,
-                files: dict[str, bytes], message: str, marker: str) -> Delivery:
+                files: dict[str, bytes], message: str, marker: str,
+                replace_folder: str | None = None) -> Delivery:
         """Commit ``files`` to ``branch`` of ``repository`` once, whatever the retries.
 
         A new branch starts from ``base_branch`` when that exists, else from the
         repository's default branch; an existing branch gets the commit on top
-        of its head. The commit message always carries ``marker``.
+        of its head. The commit message always carries ``marker``. With
+        ``replace_folder`` (a path ending in ``/``), files the starting point holds
+        in that folder and ``files`` does not are removed, so the folder shows
+        this delivery alone.
         """
         if not marker.strip():
             raise ValueError("a delivery needs a non-empty marker to stay idempotent")
@@ -294,7 +303,7 @@ class GitHubApp:
         try:
             return _DeliveryRun(self, owner, name, self._installation_token(owner, name)).run(
                 branch=branch, base_branch=base_branch, files=files, message=message,
-                marker=marker)
+                marker=marker, replace_folder=replace_folder)
         except GitHubError as error:
             if error.status == 401:
                 # A revoked or rotated token: the next attempt should mint a fresh one.
@@ -321,7 +330,7 @@ class _DeliveryRun:
                               body=body, tolerate=tolerate)
 
     def run(self, *, branch: str, base_branch: str | None, files: dict[str, bytes],
-            message: str, marker: str) -> Delivery:
+            message: str, marker: str, replace_folder: str | None = None) -> Delivery:
         # Two attempts: if another writer creates or moves the branch between our
         # read and our write, the second look sees it (and maybe our marker).
         for attempt in (1, 2):
@@ -337,7 +346,10 @@ class _DeliveryRun:
                 parent = self.starting_point(base_branch)
                 commit = self.commit(parent)
 
-            tree = self.write_tree(str(commit["tree"]["sha"]), files)
+            base_tree = str(commit["tree"]["sha"])
+            held = self.files_under(base_tree, replace_folder) if replace_folder else {}
+            stale = {path: kind for path, kind in held.items() if path not in files}
+            tree = self.write_tree(base_tree, files, remove=stale)
             created = self.app._json(self.call(
                 "POST", "/git/commits", what=f"creating the results commit in "
                 f"{self.repository}", body={"message": message, "tree": tree,
@@ -389,17 +401,50 @@ class _DeliveryRun:
                                         what=f"reading commit {sha} of {self.repository}"),
                               "the commit")
 
-    def write_tree(self, base_tree: str, files: dict[str, bytes]) -> str:
-        """Lay ``files`` over ``base_tree`` and return the new tree's id.
+    def files_under(self, tree: str, folder: str) -> dict[str, tuple[str, str]]:
+        """Every file below ``folder`` (``a/b/``) in ``tree``, as path: (mode, type).
+
+        The folder is reached one level at a time rather than by listing the
+        whole repository, which GitHub cuts short for large trees.
+        """
+        for part in [part for part in folder.split("/") if part]:
+            listing = self.tree(tree, recursive=False)
+            found = next((entry for entry in listing.get("tree") or []
+                          if entry.get("path") == part and entry.get("type") == "tree"), None)
+            if found is None:
+                return {}
+            tree = str(found["sha"])
+        listing = self.tree(tree, recursive=True)
+        if listing.get("truncated"):
+            # NB: only a folder of about 100,000 files gets here; removing it needs a clone.
+            raise GitHubError(f"folder {folder} of {self.repository} holds too many files to "
+                              "replace through the API; remove it from the base branch")
+        prefix = folder if folder.endswith("/") else folder + "/"
+        return {prefix + str(entry["path"]): (str(entry["mode"]), str(entry["type"]))
+                for entry in listing.get("tree") or [] if entry.get("type") != "tree"}
+
+    def tree(self, sha: str, *, recursive: bool) -> dict[str, Any]:
+        path = f"/git/trees/{sha}" + ("?recursive=1" if recursive else "")
+        return self.app._json(self.call("GET", path, what=f"reading a tree of "
+                                        f"{self.repository}"), "the tree")
+
+    def write_tree(self, base_tree: str, files: dict[str, bytes], *,
+                   remove: dict[str, tuple[str, str]] | None = None) -> str:
+        """Lay ``files`` over ``base_tree``, drop the paths in ``remove``, and return the
+        new tree's id.
 
         Text files travel inside the tree request itself; only binary or large
         files are uploaded as blobs first. GitHub counts every blob as a
         content-creating request against its secondary limit (a few dozen a
         minute), so a thousand small CSVs must not become a thousand calls.
         """
-        if not files:
+        if not files and not remove:
             return base_tree
-        entries: list[dict[str, str]] = []
+        # A null sha removes a file; removals go first, so a new file may take the
+        # place of a folder that goes.
+        entries: list[dict[str, str | None]] = [
+            {"path": path, "mode": mode, "type": kind, "sha": None}
+            for path, (mode, kind) in sorted((remove or {}).items())]
         inline_left = INLINE_TOTAL_BYTES
         for path, data in sorted(files.items()):
             entry = {"path": path, "mode": "100644", "type": "blob"}

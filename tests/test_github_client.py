@@ -36,10 +36,11 @@ class Live:
 
     def deliver(self, repository: str = CANCER, *, branch: str = "results/task-12",
                 base_branch: str | None = None, files: dict[str, bytes] | None = None,
-                message: str = "Results of task 12", marker: str = MARKER) -> Delivery:
+                message: str = "Results of task 12", marker: str = MARKER,
+                replace_folder: str | None = None) -> Delivery:
         return self.app.deliver(repository=repository, branch=branch, base_branch=base_branch,
                                 files=RESULTS if files is None else files, message=message,
-                                marker=marker)
+                                marker=marker, replace_folder=replace_folder)
 
     def writes(self) -> list[tuple[str, str]]:
         return [(m, p) for m, p in self.state.requests if m != "GET"]
@@ -128,6 +129,29 @@ def test_new_branch_starts_from_the_base_branch_when_it_exists(live: Live) -> No
 
     live.deliver(branch="results/task-13", base_branch="no-such-branch")
     assert "dev.txt" not in live.state.branch_files(CANCER, "results/task-13")
+
+
+def test_a_replaced_folder_holds_only_this_delivery(live: Live) -> None:
+    """Files an earlier run left in the folder on the base branch do not linger."""
+    earlier = {"results/study/old.csv": b"old\n", "results/study/deep/stale.txt": b"x",
+               "results/study/summary.csv": b"old summary\n", "results/other/keep.csv": b"k",
+               "notes.md": b"notes\n"}
+    live.deliver(branch="develop", files=earlier, marker="fntc-task: setup")
+    fresh = {"results/study/summary.csv": b"new summary\n", "results/study/plots/a.txt": b"a"}
+
+    live.deliver(base_branch="develop", files=fresh, replace_folder="results/study/")
+
+    files = live.state.branch_files(CANCER, "results/task-12")
+    assert {path for path in files if path.startswith("results/study/")} == set(fresh)
+    assert files["results/study/summary.csv"] == b"new summary\n"
+    assert {"results/other/keep.csv", "notes.md", "README.md"} <= files.keys()
+    assert live.state.branch_files(CANCER, "develop").keys() >= earlier.keys()
+
+
+def test_replacing_a_folder_the_base_lacks_adds_the_files(live: Live) -> None:
+    live.deliver(replace_folder="results/new/", files={"results/new/a.txt": b"a"})
+    assert live.state.branch_files(CANCER, "results/task-12").keys() == {
+        "README.md", "results/new/a.txt"}
 
 
 def test_empty_results_still_record_the_delivery(live: Live) -> None:
@@ -285,6 +309,15 @@ def test_app_jwt_claims_and_headers_follow_the_contract(key_pair) -> None:
     pytest.param(httpx.Response(403, headers={"retry-after": "45"}), 45,
                  id="secondary-403-retry-after"),
     pytest.param(httpx.Response(429), 60, id="429-without-hint"),
+    pytest.param(httpx.Response(429, headers={"retry-after": "1e400"}), 3600,
+                 id="endless-retry-after-capped"),
+    pytest.param(httpx.Response(403, headers={"retry-after": "99999999999"}), 3600,
+                 id="huge-retry-after-capped"),
+    pytest.param(httpx.Response(429, headers={"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}),
+                 3600, id="far-date-capped"),
+    pytest.param(httpx.Response(403, headers={"x-ratelimit-remaining": "0",
+                                              "x-ratelimit-reset": "1e400"}),
+                 3600, id="endless-reset-capped"),
 ])
 def test_rate_limit_answers_become_rate_limited(key_pair, answer, retry_after) -> None:
     with pytest.raises(GitHubRateLimited) as caught:

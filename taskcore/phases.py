@@ -36,12 +36,12 @@ _RANK = {Phase.PENDING: 0, Phase.SUBMITTED: 1, Phase.RUNNING: 2,
          Phase.SUCCEEDED: 3, Phase.FAILED: 3, Phase.CANCELLED: 3}
 
 #: Exit reasons the FN passes through from Kubernetes, with what they mean to a researcher.
+#: Any other reason (``Error`` above all) points at the task's logs.
 _EXIT_REASONS = {
-    "OOMKilled": "the container ran out of memory; ask for a larger memory limit",
-    "Error": "the analysis exited with an error; read its logs on the FN",
-    "DeadlineExceeded": "the task ran longer than the FN allows",
-    "ContainerCannotRun": "the container could not start; check the image's entry point",
-    "Evicted": "the FN's node evicted the task; run it again",
+    "OOMKilled": "it ran out of memory; ask for a larger memory limit in spec.resources",
+    "DeadlineExceeded": "it ran longer than the FN allows",
+    "ContainerCannotRun": "its container could not start; check the image's entry point",
+    "Evicted": "the FN's node evicted it; run the Task again",
 }
 
 
@@ -70,8 +70,11 @@ def _timestamp(value: Any) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def observe(status: Any) -> Observation:
-    """Map any status shape the FN sends; unknown shapes give ``phase=None``."""
+def observe(status: Any, *, task_id: int | None = None) -> Observation:
+    """Map any status shape the FN sends; unknown shapes give ``phase=None``.
+
+    With ``task_id`` a failure's message says where the task's logs are.
+    """
     if isinstance(status, str):
         word = status.strip().lower()
         if word == "scheduled":
@@ -106,10 +109,13 @@ def observe(status: Any) -> Observation:
             if code == 0:
                 return Observation(Phase.SUCCEEDED, "Completed",
                                    "The analysis finished successfully.", 0, started, finished)
-            explanation = _EXIT_REASONS.get(reason, "read the task's logs on the FN")
-            return Observation(Phase.FAILED, reason or "Error",
-                               f"The analysis exited with code {code}: {explanation}.",
-                               code, started, finished)
+            reason = reason or "Error"
+            logs = ("its logs are on the FN" if task_id is None else
+                    f"its logs are on the FN: GET /tasks/{task_id}/logs")
+            explanation = _EXIT_REASONS.get(reason, logs)
+            return Observation(Phase.FAILED, reason,
+                               f"The analysis exited with code {code} ({reason}); "
+                               f"{explanation}.", code, started, finished)
         if state == "waiting":
             # The FN drops the waiting reason today; should it ever pass one on
             # (ImagePullBackOff, ErrImagePull...), it is the most useful word to show.

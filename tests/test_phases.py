@@ -76,6 +76,20 @@ def test_exit_reasons_are_explained_to_the_researcher():
     assert "code 3" in odd.message and "logs" in odd.message
 
 
+@pytest.mark.parametrize(("code", "reason", "said"), [
+    (1, "Error", "The analysis exited with code 1 (Error); its logs are on the FN: "
+                 "GET /tasks/12/logs."),
+    (2, "", "The analysis exited with code 2 (Error); its logs are on the FN: "
+            "GET /tasks/12/logs."),
+    (137, "OOMKilled", "The analysis exited with code 137 (OOMKilled); it ran out of "
+                       "memory; ask for a larger memory limit in spec.resources."),
+], ids=["error", "no-reason", "oom"])
+def test_a_failure_is_said_once_and_points_at_the_logs(code, reason, said):
+    seen = observe(terminated(code, reason), task_id=12)
+    assert (seen.reason, seen.message) == (reason or "Error", said)
+    assert observe(terminated(1, "Error")).message.endswith("its logs are on the FN.")
+
+
 def test_a_waiting_reason_is_kept_when_the_fn_sends_one():
     seen = observe({"waiting": {"reason": "ErrImagePull", "message": "not found"}})
     assert seen.reason == "ErrImagePull"

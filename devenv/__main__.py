@@ -14,7 +14,6 @@ import shutil
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from controlplane.binaries import ensure_binaries
 from controlplane.cluster import ControlPlane

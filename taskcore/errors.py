@@ -7,6 +7,12 @@ by status code, and people see one sentence instead of a traceback.
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
+
 #: How much of a response body may reach a message or a log line.
 BODY_EXCERPT_LIMIT = 300
 
@@ -15,6 +21,20 @@ def excerpt(text: str, limit: int = BODY_EXCERPT_LIMIT) -> str:
     """Trim a response body so a large or hostile answer cannot flood a log."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def answer_text(response: "httpx.Response", keys: tuple[str, ...]) -> str:
+    """The reason an error answer gives: the named fields of a JSON body, joined,
+    else the body as text, trimmed either way."""
+    try:
+        body = response.json()
+    except ValueError:
+        return excerpt(response.text) or response.reason_phrase
+    if isinstance(body, dict):
+        parts = [body[key] for key in keys if isinstance(body.get(key), str) and body[key]]
+        if parts:
+            return excerpt(": ".join(parts))
+    return excerpt(json.dumps(body))
 
 
 class ServiceError(Exception):

@@ -8,7 +8,6 @@ classes here and nowhere else: a refusal the FN means for good becomes
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .errors import ServiceError, excerpt
+from .errors import ServiceError, answer_text
 from .task import Marker, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -99,18 +98,6 @@ def _json(response: httpx.Response, what: str) -> Any:
                             status=response.status_code) from error
 
 
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return excerpt(response.text) or response.reason_phrase
-    if isinstance(body, dict):
-        for key in ("error", "message", "status"):
-            if isinstance(body.get(key), str):
-                return excerpt(body[key])
-    return excerpt(json.dumps(body))
-
-
 class FNClient:
     """Synchronous client; one instance per process, shared across threads."""
 
@@ -143,7 +130,7 @@ class FNClient:
 
         if response.is_success:
             return response
-        text = _error_text(response)
+        text = answer_text(response, ("error", "message", "status"))
         status = response.status_code
         if status in (401, 403):
             raise FNAuthFailed(f"the FN refused the credentials while {what}: {text}",

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import httpx
 import jwt
 
-from .errors import ServiceError, excerpt
+from .errors import ServiceError, answer_text
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
@@ -92,7 +92,7 @@ class Keycloak:
             except ValueError as error:
                 raise KeycloakError(f"Keycloak answered in a form FNTC cannot read while {what}",
                                     transient=True) from error
-        detail = _error_text(response)
+        detail = answer_text(response, ("error", "error_description", "errorMessage"))
         status = response.status_code
         if status >= 500 or status == 429:
             raise KeycloakError(f"Keycloak failed while {what} ({status}): {detail}",
@@ -272,16 +272,3 @@ def realm_roles_in(access_token: Any) -> tuple[str, ...] | None:
     if not isinstance(roles, list):
         return None
     return tuple(str(role) for role in roles)
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return excerpt(response.text) or response.reason_phrase
-    if isinstance(body, dict):
-        parts = [str(body[key]) for key in ("error", "error_description", "errorMessage")
-                 if body.get(key)]
-        if parts:
-            return excerpt(": ".join(parts))
-    return excerpt(str(body))

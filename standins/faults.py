@@ -26,7 +26,7 @@ import anyio
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTROL_PREFIX = "/_standin/"
 ANY_METHOD = "*"
@@ -162,3 +162,36 @@ def install(app: FastAPI, faults: Faults) -> None:
     """
     app.add_middleware(FaultMiddleware, faults=faults)
     app.include_router(fault_routes(faults))
+
+
+class RequestRecorder:
+    """ASGI middleware that appends a record of every request (control paths aside)
+    to ``state.requests`` and notes the answer's status on it, so tests can count
+    what a stand-in was asked.
+
+    ``make_record(scope)`` builds the record, which must have a ``status`` field;
+    ``on_answer(record, scope)``, if given, may note more once the answer starts.
+    """
+
+    def __init__(self, app: ASGIApp, state: object, make_record, on_answer=None) -> None:
+        self.app = app
+        self.state = state
+        self.make_record = make_record
+        self.on_answer = on_answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        record = self.make_record(scope)
+        with self.state.lock:
+            self.state.requests.append(record)
+
+        async def send_and_note_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                if self.on_answer is not None:
+                    self.on_answer(record, scope)
+            await send(message)
+
+        await self.app(scope, receive, send_and_note_status)

@@ -55,29 +55,6 @@ class _InternalErrors:
             await JSONResponse({"error": "Internal Error"}, 500)(scope, receive, send)
 
 
-class _RequestRecorder:
-    """Append every request and its answer's status to ``state.requests``."""
-
-    def __init__(self, app: ASGIApp, state: FNState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(fault_injection.CONTROL_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        record = FNRequest(scope["method"], scope["path"])
-        with self.state.lock:
-            self.state.requests.append(record)
-
-        async def send_and_note_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record.status = message["status"]
-            await send(message)
-
-        await self.app(scope, receive, send_and_note_status)
-
-
 async def authenticate(state: FNState, request: Request) -> Caller:
     """Who is calling, found the FN's way: refresh the bearer at Keycloak.
 
@@ -134,7 +111,8 @@ def create_fn_app(state: FNState, faults: fault_injection.Faults | None = None) 
     app.state.faults = faults or fault_injection.Faults()
     app.add_middleware(_InternalErrors)
     fault_injection.install(app, app.state.faults)
-    app.add_middleware(_RequestRecorder, state=state)
+    app.add_middleware(fault_injection.RequestRecorder, state=state,
+                       make_record=lambda scope: FNRequest(scope["method"], scope["path"]))
     app.include_router(control_routes(state))
 
     @app.exception_handler(FNRefusal)

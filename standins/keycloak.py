@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, parse_qsl
 import jwt
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from standins import faults as fault_injection
 from standins.clock import Clock
@@ -176,30 +176,13 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status)
 
 
-class _RequestRecorder:
-    """ASGI middleware appending every request (and its answer's status) to the state."""
+def _record(scope: Scope) -> KeycloakRequest:
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    return KeycloakRequest(scope["method"], scope["path"], query)
 
-    def __init__(self, app: ASGIApp, state: KeycloakState) -> None:
-        self.app = app
-        self.state = state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(fault_injection.CONTROL_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"),
-                               keep_blank_values=True))
-        record = KeycloakRequest(scope["method"], scope["path"], query)
-        with self.state.lock:
-            self.state.requests.append(record)
-
-        async def send_and_note_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record.status = message["status"]
-                record.grant_type = scope.get("state", {}).get("grant_type")
-            await send(message)
-
-        await self.app(scope, receive, send_and_note_status)
+def _note_grant(record: KeycloakRequest, scope: Scope) -> None:
+    record.grant_type = scope.get("state", {}).get("grant_type")
 
 
 def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
@@ -227,7 +210,8 @@ def create_keycloak_app(state: KeycloakState, faults: fault_injection.Faults | N
     app.state.keycloak = state
     app.state.faults = faults or fault_injection.Faults()
     fault_injection.install(app, app.state.faults)
-    app.add_middleware(_RequestRecorder, state=state)
+    app.add_middleware(fault_injection.RequestRecorder, state=state, make_record=_record,
+                       on_answer=_note_grant)
 
     def issuer(request: Request) -> str:
         return f"{str(request.base_url).rstrip('/')}/realms/{state.realm}"

@@ -14,7 +14,6 @@ import base64
 import ctypes
 import http.client
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -32,9 +31,8 @@ from types import TracebackType
 from typing import IO, cast
 
 import kubernetes
-import yaml
 
-from controlplane import pki
+from controlplane import client_files, pki
 from controlplane.binaries import ensure_binaries
 
 START_TIMEOUT_SECONDS = 90.0
@@ -245,7 +243,7 @@ class ControlPlane:
         # webhook can refuse callers that are not the API server.
         pki.write_key_pair(folder / "webhook-client.crt", folder / "webhook-client.key",
                            pki.issue_client_certificate(self.ca, WEBHOOK_CLIENT_USER, ()))
-        self._write_admission_config(folder)
+        client_files.write_admission_config(folder)
         self._pki = folder
         self.kubeconfig = self.work_dir / "kubeconfig"
 
@@ -253,24 +251,6 @@ class ControlPlane:
     def webhook_client_ca_path(self) -> Path:
         """The CA that signed the certificate the API server presents to webhooks."""
         return self._pki / "ca.crt"
-
-    def _write_admission_config(self, folder: Path) -> None:
-        def data(name: str) -> str:
-            return base64.b64encode((folder / name).read_bytes()).decode()
-        kubeconfig = {
-            "apiVersion": "v1", "kind": "Config",
-            "users": [{"name": "*", "user": {
-                "client-certificate-data": data("webhook-client.crt"),
-                "client-key-data": data("webhook-client.key")}}],
-        }
-        (folder / "webhook-client.kubeconfig").write_text(json.dumps(kubeconfig))
-        plugin = {"apiVersion": "apiserver.config.k8s.io/v1",
-                  "kind": "WebhookAdmissionConfiguration",
-                  "kubeConfigFile": str(folder / "webhook-client.kubeconfig")}
-        config = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
-                  "plugins": [{"name": name, "configuration": plugin} for name in
-                              ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}
-        (folder / "admission.json").write_text(json.dumps(config))
 
     def _launch(self, attempt: int) -> None:
         """Start both servers at once: the API server waits for etcd by itself."""
@@ -330,21 +310,9 @@ class ControlPlane:
         self._children.append(_Child(name=name, process=process, log=log))
 
     def _write_kubeconfig(self) -> None:
-        def data(path: str) -> str:
-            return base64.b64encode((self._pki / path).read_bytes()).decode()
-
-        config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": CONTEXT_NAME,
-            "clusters": [{"name": CONTEXT_NAME, "cluster": {
-                "server": self.server_url, "certificate-authority-data": data("ca.crt")}}],
-            "users": [{"name": pki.ADMIN_USER, "user": {
-                "client-certificate-data": data("admin.crt"),
-                "client-key-data": data("admin.key")}}],
-            "contexts": [{"name": CONTEXT_NAME, "context": {
-                "cluster": CONTEXT_NAME, "user": pki.ADMIN_USER, "namespace": "default"}}],
-        }
-        self.kubeconfig.touch(mode=0o600, exist_ok=True)
-        self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
+        client_files.write_admin_kubeconfig(self.kubeconfig, pki_dir=self._pki,
+                                            server_url=self.server_url,
+                                            context=CONTEXT_NAME)
 
     def _wait_until_ready(self, deadline: float) -> None:
         """Poll until /readyz is ok and the bootstrap has created ``default``."""

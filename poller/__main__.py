@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
 
+import httpx
 import urllib3
 
 from taskcore import logs
@@ -24,12 +25,40 @@ from taskcore.keycloak import Keycloak
 from taskcore.kube import TaskStore, load_api_client
 from taskcore.settings import Settings, SettingsError
 
+from . import download
 from .delivery import Deliverer
 from .lease import Lease
 from .reconcile import Reconciler
 from .run import Poller, Summary
 
 log = logging.getLogger("poller")
+
+USAGE = """\
+usage: python -m poller
+
+One run of FNTC's poller, as its CronJob starts it: lists the Tasks, submits
+those deferred at admission, reads each unfinished Task's FN task and writes
+its phase, delivers succeeded Tasks' results to GitHub, cancels FN tasks no
+Task keeps, and ends with one summary line on stderr. A second run while one
+holds the Lease (FNTC_LEASE_NAMESPACE) does nothing.
+
+Exit codes: 0 the run completed (Tasks that met trouble are counted in the
+summary's errors) or was skipped for the Lease; 1 the run could not work (the
+API server or the Lease unreachable); 2 the configuration cannot work.
+
+Configuration comes from the environment: KUBECONFIG outside a cluster, and the
+FNTC_* settings shared with the webhook (see README.md), chiefly:
+
+  FNTC_FN_URL, FNTC_KEYCLOAK_URL    the FN's API and Keycloak
+  FNTC_KEYCLOAK_CLIENT_SECRET, FNTC_KEYCLOAK_ADMIN_USERNAME, ..._PASSWORD
+  FNTC_GITHUB_APP_ID, FNTC_GITHUB_APP_KEY_FILE    the GitHub App
+  FNTC_CLUSTER_NAME    names this cluster in the marker on each FN task
+  FNTC_NAMESPACES      namespaces to watch (default all)
+  FNTC_STUCK_AFTER     seconds in one phase before a Task is marked Stuck
+  FNTC_ORPHAN_GRACE, FNTC_ORPHAN_LOOKBACK    which FN tasks the orphan sweep
+                       looks at: older than the grace, younger than the lookback
+  FNTC_CONCURRENCY     Tasks worked on at once
+"""
 
 
 Clock = Callable[[], datetime]
@@ -47,7 +76,10 @@ def build_reconciler(settings: Settings, *, now: Clock = wall_clock) -> Reconcil
     detection, GitHub App tokens); tests hand in a controllable clock.
     """
     keycloak = Keycloak.from_settings(settings)
-    fn = FNClient(settings.fn_url, timeout=settings.request_timeout)
+    fn = FNClient(settings.fn_url, timeout=settings.request_timeout,
+                  transport=download.BoundedResults(httpx.HTTPTransport(),
+                                                    max_bytes=download.RESULTS_MAX_BYTES,
+                                                    seconds=settings.results_timeout))
     if not settings.github_app_id:
         raise SettingsError("missing configuration: FNTC_GITHUB_APP_ID")
     try:
@@ -115,7 +147,12 @@ def run_once(env: Mapping[str, str] | None = None, *,
     return 0, summary
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        wanted = argv[0] in ("-h", "--help")
+        print(USAGE, end="", file=sys.stdout if wanted else sys.stderr)
+        return 0 if wanted else 2
     return run_once()[0]
 
 

@@ -1,9 +1,13 @@
 """Delivering a succeeded Task's results to its GitHub repository.
 
-The results go on a branch of their own (``<prefix><namespace>/<name>``)
-in one commit whose message carries the Task's marker, so a rerun after a
-crash finds the commit instead of making a second one. Result review on
-the FN, expiry and GitHub trouble each leave a state a person can read.
+The results go on a branch of their own per FN task
+(``<prefix><namespace>/<name>-fn<id>``, so a Task made again under the same
+name never stacks its results on the earlier run's), into the folder
+``results/<name>/``, which the commit leaves holding this run's files alone.
+The commit message carries the Task's marker, so a rerun after a crash finds
+the commit instead of making a second one. Result review on the FN, expiry,
+an archive that can never be delivered and GitHub trouble each leave a state
+a person can read.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskcore.errors import RateLimited, ServiceError
 from taskcore.fn import FNClient, FNRejected, ResultsNotReleased
-from taskcore.github import GitHubApp
+from taskcore.github import MAX_RETRY_AFTER, GitHubApp
 from taskcore.phases import Phase, now_rfc3339
 from taskcore.results import ResultsArchiveError, read_results_archive
 from taskcore.status import RESULTS_DELIVERED, set_condition
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Result states after which nothing more will happen.
-SETTLED = ("Delivered", "Blocked", "Expired", "NotApplicable")
+SETTLED = ("Delivered", "Blocked", "Expired", "Undeliverable", "NotApplicable")
 
 
 def results_settled(phase: Phase, status: dict[str, Any]) -> bool:
@@ -46,8 +50,8 @@ class Deliverer:
         self.results_timeout = results_timeout
         self.now = now
 
-    def branch_for(self, marker: Marker) -> str:
-        return f"{self.branch_prefix}{marker.namespace}/{marker.name}"
+    def branch_for(self, marker: Marker, task_id: int) -> str:
+        return f"{self.branch_prefix}{marker.namespace}/{marker.name}-fn{task_id}"
 
     def due(self, step: "Step") -> bool:
         """False while an earlier failed attempt's backoff lasts."""
@@ -61,7 +65,7 @@ class Deliverer:
                     generation=task["metadata"].get("generation"))
 
     def deliver(self, step: "Step", task: dict[str, Any], spec: TaskSpec, marker: Marker, *,
-                token: str, task_id: int | None) -> None:
+                token: str, task_id: int) -> None:
         """Fetch the results and commit them once; the outcome lands in ``step``."""
         status = step.status
         results = dict(status.get("results") or {})
@@ -73,8 +77,8 @@ class Deliverer:
             # A folder of their own, so results never overwrite the study's files.
             folder = f"results/{marker.name}/"
             delivery = self.github.deliver(
-                repository=spec.repository, branch=self.branch_for(marker),
-                base_branch=spec.branch, marker=str(marker),
+                repository=spec.repository, branch=self.branch_for(marker, task_id),
+                base_branch=spec.branch, marker=str(marker), replace_folder=folder,
                 files={folder + path: content for path, content in files.items()},
                 message=(f"Results of Task {marker.namespace}/{marker.name} "
                          f"(FN task {task_id})\n\n{marker}"))
@@ -94,8 +98,11 @@ class Deliverer:
                         fields, generation=generation)
             return
         except ResultsArchiveError as error:
-            self._retry(step, results, f"the results archive could not be read: {error}",
-                        fields, generation=generation)
+            # The FN keeps handing over the same archive: trying again cannot help.
+            log.warning("results cannot be delivered: %s", error, extra=fields)
+            self._settle(step, results, "Undeliverable",
+                         f"The results cannot be delivered: {error}.", generation,
+                         warning=True)
             return
         except ServiceError as error:
             self._retry(step, results, str(error), fields, generation=generation,
@@ -131,7 +138,8 @@ class Deliverer:
                fields: dict[str, Any], *, generation: int | None,
                retry_after: float | None = None) -> None:
         attempts = int(results.get("attempts") or 0) + 1
-        delay = retry_after or min(self.retry_cap, self.retry_base * 2 ** (attempts - 1))
+        delay = (min(retry_after, MAX_RETRY_AFTER) if retry_after else
+                 min(self.retry_cap, self.retry_base * 2 ** min(attempts - 1, 32)))
         now = self.now()
         next_at = now_rfc3339(now + timedelta(seconds=delay))
         log.warning("results not delivered (attempt %d, next after %s): %s", attempts,

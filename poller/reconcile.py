@@ -17,20 +17,21 @@ from typing import Any
 from taskcore.errors import ServiceError
 from taskcore.fn import FNClient, FNRejected
 from taskcore.keycloak import Keycloak
-from taskcore.phases import Phase, advance, now_rfc3339, observe
+from taskcore.phases import Phase, now_rfc3339, observe, parse_rfc3339
 from taskcore.settings import Settings
-from taskcore.status import (RUNNING, STUCK, SUBMISSION_CLAIM, SUCCEEDED, current_phase,
+from taskcore.status import (RUNNING, SUBMISSION_CLAIM, SUCCEEDED, current_phase,
                              get_condition, pending_status, set_condition, submitted_status)
 from taskcore.submission import Deadline, Outcome, Submitter
-from taskcore.task import ADMISSION_UID_ANNOTATION, TASK_ID_ANNOTATION, Marker, review_spec
+from taskcore.task import ADMISSION_UID_ANNOTATION, TASK_ID_ANNOTATION, Marker, TaskSpec
 
 from .delivery import Deliverer, results_settled
+from .health import check_stuck, mark_synced, mark_unsynced, span
+from .refresh import apply_observation, dataset_note, fn_dataset, made_for
+from .spec_checks import read_spec
+
+__all__ = ["Reconciler", "Step", "marker_of", "needs_work", "span", "task_id_of"]
 
 log = logging.getLogger(__name__)
-
-_FINAL_EVENTS = {Phase.SUCCEEDED: False, Phase.FAILED: True, Phase.CANCELLED: True}
-#: Reasons of an unfinished Task that are part of a normal life, not a warning.
-_ORDINARY_REASONS = ("Submitted", "Scheduled", "Waiting", "Running")
 
 
 @dataclass
@@ -41,29 +42,12 @@ class Step:
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # reason, message, warn
     submitted: bool = False
     delivered: bool = False
+    #: Why this run could not follow the Task, when it could not; the status above
+    #: still holds what the run learnt before that, and says so in its Synced condition.
+    error: ServiceError | None = None
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append((reason, message, warning))
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
-def span(seconds: float) -> str:
-    """A length of time as a person says it: 45 seconds, 1.5 minutes, 6 hours."""
-    unit, count = "second", float(seconds)
-    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            unit, count = name, round(seconds / size, 1)
-            break
-    text = f"{count:g}"
-    return f"{text} {unit}" + ("" if text == "1" else "s")
 
 
 def marker_of(task: dict[str, Any], cluster: str) -> Marker:
@@ -112,7 +96,7 @@ class Reconciler:
         if self.deliverer is not None:
             self.deliverer.github.close()
 
-    def user_token(self, spec) -> str:
+    def user_token(self, spec: TaskSpec) -> str:
         """The researcher's FN token, looked up once per run and user.
 
         One thread per researcher asks Keycloak while the others wait for its
@@ -136,10 +120,10 @@ class Reconciler:
         if current_phase(status).final or task_id_of(task) is not None:
             return False
         meta = task["metadata"]
-        if review_spec(meta["name"], task.get("spec"),
-                       allowed_registries=self.settings.allowed_registries).spec is None:
+        if read_spec(meta["name"], task.get("spec"), submitted=False,
+                     allowed_registries=self.settings.allowed_registries).spec is None:
             return False
-        due = parse_time((status.get("submission") or {}).get("nextAttemptAt"))
+        due = parse_rfc3339((status.get("submission") or {}).get("nextAttemptAt"))
         return not (due and due > self.now())
 
     def reconcile(self, task: dict[str, Any]) -> Step:
@@ -147,20 +131,51 @@ class Reconciler:
         meta = task["metadata"]
         generation = meta.get("generation")
         step = Step(status)
-        spec_review = review_spec(meta["name"], task.get("spec"),
-                                  allowed_registries=self.settings.allowed_registries)
+        task_id = task_id_of(task)
         phase = current_phase(status)
-        if spec_review.spec is None:
+        reading = read_spec(meta["name"], task.get("spec"), submitted=task_id is not None,
+                            allowed_registries=self.settings.allowed_registries)
+        spec = reading.spec
+        if spec is None and task_id is None:
             if not phase.final:
-                message = "The Task cannot run: " + "; ".join(spec_review.problems)
+                message = "The Task cannot run: " + "; ".join(reading.problems)
                 step.status = self._final(status, Phase.FAILED, "InvalidSpec", message,
                                           generation)
                 step.event("InvalidSpec", message, True)
             return step
-        spec = spec_review.spec
-        marker = marker_of(task, self.settings.cluster_name)
+        if spec is None:
+            # Submitted under the checks of its day: never failed by today's while its FN
+            # task runs; only marked, as nothing more can be done for it.
+            if needs_work(task):
+                mark_unsynced(step, reason="SpecUnreadable", warning=True,
+                              message=(f"FNTC cannot follow FN task {task_id}: the Task's "
+                                       "spec no longer names a researcher, a repository and "
+                                       "a branch it can read (" + "; ".join(reading.problems)
+                                       + "). Delete the Task to cancel its FN task."),
+                              generation=generation, now=self.now())
+                self._check_stuck(step, generation)
+            return step
 
-        task_id = task_id_of(task)
+        marker = marker_of(task, self.settings.cluster_name)
+        try:
+            self._move_on(step, task, spec, marker, task_id)
+        except ServiceError as error:
+            step.error = error
+            mark_unsynced(step, reason="ReconcileError", warning=not error.transient,
+                          message=(f"This run could not follow the Task: {error}. The "
+                                   "poller tries again on its next run."),
+                          generation=generation, now=self.now())
+        else:
+            mark_synced(step, generation=generation, now=self.now())
+        self._check_stuck(step, generation)
+        return step
+
+    def _move_on(self, step: Step, task: dict[str, Any], spec: TaskSpec, marker: Marker,
+                 task_id: int | None) -> None:
+        """Submit, read the FN task, or deliver: whatever comes next for the Task."""
+        status = step.status
+        generation = task["metadata"].get("generation")
+        phase = current_phase(status)
         if task_id is None and not phase.final:
             self._submit(step, spec, marker, generation)
             # The claim this run took to submit is settled by whatever came of it.
@@ -177,11 +192,12 @@ class Reconciler:
         if phase is Phase.SUCCEEDED and self.deliverer is not None \
                 and not results_settled(phase, step.status) and self.deliverer.due(step):
             self._deliver(step, task, spec, marker)
-        self._check_stuck(step, generation)
-        return step
 
-    def _deliver(self, step: Step, task: dict[str, Any], spec, marker: Marker) -> None:
-        assert self.deliverer is not None
+    def _deliver(self, step: Step, task: dict[str, Any], spec: TaskSpec,
+                 marker: Marker) -> None:
+        task_id = task_id_of({"metadata": task["metadata"], "status": step.status})
+        if self.deliverer is None or task_id is None:
+            return
         try:
             token = self.user_token(spec)
         except ServiceError as error:
@@ -189,16 +205,15 @@ class Reconciler:
             self.deliverer.postpone(step, task, marker,
                                     f"no FN token for {spec.requester}: {error}")
             return
-        self.deliverer.deliver(step, task, spec, marker, token=token,
-                               task_id=task_id_of({"metadata": task["metadata"],
-                                                   "status": step.status}))
+        self.deliverer.deliver(step, task, spec, marker, token=token, task_id=task_id)
 
     # -- submission of a Task deferred at admission -----------------------------------------
 
-    def _submit(self, step: Step, spec, marker: Marker, generation: int | None) -> None:
+    def _submit(self, step: Step, spec: TaskSpec, marker: Marker,
+                generation: int | None) -> None:
         status = step.status
         submission_state = dict(status.get("submission") or {})
-        due = parse_time(submission_state.get("nextAttemptAt"))
+        due = parse_rfc3339(submission_state.get("nextAttemptAt"))
         if due and due > self.now():
             return
         try:
@@ -211,8 +226,8 @@ class Reconciler:
                                        deadline=Deadline(self.settings.request_timeout * 3))
         if result.outcome is Outcome.SUBMITTED and result.task_id is not None:
             verb = "Adopted" if result.adopted else "Submitted"
-            message = (f"{verb} FN task {result.task_id}"
-                       + (" made by an earlier attempt." if result.adopted else "."))
+            message = (f"Adopted FN task {result.task_id} made by an earlier attempt."
+                       if result.adopted else f"Submitted to the FN as task {result.task_id}.")
             step.status = submitted_status(status, task_id=result.task_id,
                                            generation=generation, message=message,
                                            now=now_rfc3339(self.now()))
@@ -226,7 +241,7 @@ class Reconciler:
         else:
             attempts = int(submission_state.get("attempts") or 0) + 1
             delay = min(self.settings.submit_backoff_cap,
-                        self.settings.submit_backoff_base * 2 ** (attempts - 1))
+                        self.settings.submit_backoff_base * 2 ** min(attempts - 1, 32))
             next_at = now_rfc3339(self.now() + timedelta(seconds=delay))
             message = (f"Not submitted yet (attempt {attempts}): {result.message}. "
                        f"Next attempt after {next_at}.")
@@ -242,7 +257,7 @@ class Reconciler:
 
     # -- refresh from the FN ---------------------------------------------------------------
 
-    def _refresh(self, step: Step, spec, task_id: int, marker: Marker,
+    def _refresh(self, step: Step, spec: TaskSpec, task_id: int, marker: Marker,
                  generation: int | None) -> None:
         status = step.status
         try:
@@ -255,61 +270,29 @@ class Reconciler:
                 step.event("NotFoundOnFN", message, True)
                 return
             raise
-        description = fn_task.get("description")
-        if description and description != str(marker):
-            # The Task points at an FN task that was made for another Task: never
-            # report on it or deliver its results here.
-            message = (f"FN task {task_id} belongs to another Task; this Task's FN task id "
-                       "was tampered with or copied. Delete and recreate the Task.")
+        if not made_for(fn_task, marker):
+            message = (f"FN task {task_id} was not made for this Task; its FN task id was "
+                       "tampered with or copied. Delete and recreate the Task.")
             step.status = self._final(status, Phase.FAILED, "TaskMismatch", message,
                                       generation)
             step.event("TaskMismatch", message, True)
             return
 
-        seen = observe(fn_task.get("status"))
-        before = current_phase(status)
+        actual = fn_dataset(fn_task)
+        note = dataset_note(spec, actual)
+        if actual is not None and status.get("datasetId") != actual:
+            status["datasetId"] = actual
+            if note:
+                step.event("DatasetMismatch", f"FN task {task_id}: {note}", True)
+        seen = observe(fn_task.get("status"), task_id=task_id)
         if seen.phase is None:
             log.info("FN task status not understood; phase kept", extra={
                 "namespace": marker.namespace, "task": marker.name, "fn_task_id": task_id})
-            return
-        after = advance(before, seen.phase)
-        if after is not seen.phase:
-            # An answer behind what the Task already shows (a lagging read on the
-            # FN's side): the Task keeps its phase, reason and message as they are.
-            return
-        if after is before and status.get("reason") == seen.reason:
-            return
-        now = now_rfc3339(self.now())
-        new = dict(status)
-        if after is not before:
-            new["phaseSince"] = now
-        new.update(phase=after.value, reason=seen.reason, message=seen.message)
-        if seen.started_at:
-            new["startedAt"] = seen.started_at
-        if seen.finished_at:
-            new["finishedAt"] = seen.finished_at
-        if seen.exit_code is not None:
-            new["exitCode"] = seen.exit_code
-        conditions = new.get("conditions") or []
-        if after is Phase.RUNNING or after.final:
-            # Every ending, a cancel included, leaves Running false with its reason.
-            conditions = set_condition(conditions, RUNNING, after is Phase.RUNNING,
-                                       reason=seen.reason if after.final else "Running",
-                                       message=seen.message, generation=generation, now=now)
-        if after.final:
-            conditions = set_condition(conditions, SUCCEEDED, after is Phase.SUCCEEDED,
-                                       reason=seen.reason, message=seen.message,
-                                       generation=generation, now=now)
-            if after is not Phase.SUCCEEDED:
-                new["results"] = {"state": "NotApplicable"}
-        new["conditions"] = conditions
-        step.status = new
-        message = f"FN task {task_id}: {seen.message}"
-        if after is not before:
-            step.event(after.value if after is not Phase.FAILED else seen.reason, message,
-                       _FINAL_EVENTS.get(after, False))
-        else:
-            step.event(seen.reason, message, seen.reason not in _ORDINARY_REASONS)
+        apply_observation(step, seen, task_id=task_id, generation=generation,
+                          now=now_rfc3339(self.now()))
+        message = step.status.get("message") or ""
+        if note and note not in message:
+            step.status["message"] = f"{message} {note}".strip()
 
     def _final(self, status: dict[str, Any], phase: Phase, reason: str, message: str,
                generation: int | None) -> dict[str, Any]:
@@ -327,40 +310,6 @@ class Reconciler:
                                           message=message, generation=generation, now=now)
         return new
 
-    # -- stuck Tasks -----------------------------------------------------------------------
-
     def _check_stuck(self, step: Step, generation: int | None) -> None:
-        status = step.status
-        phase = current_phase(status)
-        since = parse_time(status.get("phaseSince"))
-        if phase.final or since is None:
-            if get_condition(status, STUCK) and phase.final:
-                status["conditions"] = [c for c in status["conditions"] if c["type"] != STUCK]
-            return
-        now = self.now()
-        stuck = (now - since).total_seconds() > self.settings.stuck_after
-        existing = get_condition(status, STUCK)
-        if not stuck:
-            if existing and existing.get("status") == "True":
-                status["conditions"] = set_condition(
-                    status["conditions"], STUCK, False, reason="Progressing",
-                    message=f"The Task moved on to {phase.value}.", generation=generation,
-                    now=now_rfc3339(now))
-            return
-        if existing and existing.get("status") == "True":
-            return
-        hint = {
-            Phase.PENDING: "the FN could not be reached to submit it",
-            Phase.SUBMITTED: ("its container has not started; the image may not be pullable "
-                              "on the FN" if status.get("reason") not in
-                              ("Submitted", "Scheduled")
-                              else "the FN has not started it"),
-            Phase.RUNNING: "the analysis is still running",
-        }[phase]
-        message = (f"The Task has been {phase.value} for over "
-                   f"{span(self.settings.stuck_after)}: {hint}.")
-        status["conditions"] = set_condition(status.get("conditions") or [], STUCK, True,
-                                             reason=f"Stuck{phase.value}", message=message,
-                                             generation=generation, now=now_rfc3339(now))
-        step.event("Stuck", message, True)
-
+        check_stuck(step, generation=generation, stuck_after=self.settings.stuck_after,
+                    now=self.now())

@@ -20,12 +20,12 @@ from typing import Any, Callable
 
 from taskcore.errors import ServiceError
 from taskcore.kube import Conflict, Gone, TaskStore
-from taskcore.phases import now_rfc3339
+from taskcore.phases import now_rfc3339, parse_rfc3339
 from taskcore.settings import Settings
 from taskcore.status import SUBMISSION_CLAIM, changes
 
 from .orphans import cancel_orphan, cancel_orphans
-from .reconcile import Reconciler, marker_of, needs_work, parse_time, task_id_of
+from .reconcile import Reconciler, marker_of, needs_work, task_id_of
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ def run_identity() -> str:
 
 @dataclass
 class Summary:
+    """What one run did. ``orphans_cancelled`` counts every FN task no Task keeps that
+    the FN agreed to cancel: those whose Task is gone, and second ones for one Task."""
+
     seen: int = 0
     skipped: int = 0
     changed: int = 0
@@ -103,9 +106,10 @@ class Poller:
 
         try:
             summary.orphans_cancelled = cancel_orphans(
-                fn=self.reconciler.fn, keycloak=self.reconciler.keycloak, tasks=listed,
-                cluster=self.settings.cluster_name, namespaces=self.settings.namespaces,
-                grace=self.settings.orphan_grace, now=self.now)
+                fn=self.reconciler.fn, keycloak=self.reconciler.keycloak, store=self.tasks,
+                tasks=listed, cluster=self.settings.cluster_name,
+                namespaces=self.settings.namespaces, grace=self.settings.orphan_grace,
+                lookback=self.settings.orphan_lookback, now=self.now)
         except ServiceError as error:
             summary.errors += 1
             log.warning("orphaned FN tasks not checked this run: %s", error)
@@ -139,6 +143,9 @@ class Poller:
                                                 warning=warning, component="fntc-poller")
                     log.info("status %s", step.status.get("phase"),
                              extra={**fields, "reason": step.status.get("reason")})
+                if step.error is not None:
+                    log.warning("Task not reconciled this run: %s", step.error, extra=fields)
+                    result.error = True
                 return result
             except Gone:
                 log.info("Task deleted during the run; nothing to write", extra=fields)
@@ -174,7 +181,8 @@ class Poller:
         Conflict, reads again and finds the claim taken), so one FN task is made.
         """
         claim = (task.get("status") or {}).get(SUBMISSION_CLAIM) or {}
-        holder, since, now = claim.get("holder"), parse_time(claim.get("at")), self.now()
+        holder, now = claim.get("holder"), self.now()
+        since = parse_rfc3339(claim.get("at"))
         if holder and holder != self.identity and since is not None \
                 and (now - since).total_seconds() < self.claim_ttl:
             log.info("another poller run is submitting this Task; left to it",
@@ -196,4 +204,5 @@ class Poller:
                         extra={"fn_task_id": task_id})
             return
         cancel_orphan(fn=self.reconciler.fn, admin_token=admin, task_id=task_id,
-                      marker=marker_of(task, self.settings.cluster_name))
+                      marker=marker_of(task, self.settings.cluster_name),
+                      why="its Task was deleted during this run")

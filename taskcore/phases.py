@@ -141,3 +141,13 @@ def advance(current: Phase, observed: Phase | None) -> Phase:
 def now_rfc3339(moment: datetime | None = None) -> str:
     moment = moment or datetime.now(timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: Any) -> datetime | None:
+    """A time this module wrote with :func:`now_rfc3339`; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None

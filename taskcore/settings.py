@@ -85,6 +85,8 @@ class Settings:
     stuck_after: float = 6 * 3600.0
     #: FN tasks with a marker but no Task are cancelled only when older than this.
     orphan_grace: float = 300.0
+    #: The orphan sweep looks only at FN tasks created within this many seconds.
+    orphan_lookback: float = 3 * 86400.0
     submit_backoff_base: float = 30.0
     submit_backoff_cap: float = 1800.0
     concurrency: int = 4
@@ -122,6 +124,7 @@ class Settings:
             results_timeout=_number(env, "RESULTS_TIMEOUT", defaults.results_timeout),
             stuck_after=_number(env, "STUCK_AFTER", defaults.stuck_after),
             orphan_grace=_number(env, "ORPHAN_GRACE", defaults.orphan_grace),
+            orphan_lookback=_number(env, "ORPHAN_LOOKBACK", defaults.orphan_lookback),
             submit_backoff_base=_number(env, "SUBMIT_BACKOFF_BASE",
                                         defaults.submit_backoff_base),
             submit_backoff_cap=_number(env, "SUBMIT_BACKOFF_CAP", defaults.submit_backoff_cap),

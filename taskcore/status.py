@@ -16,8 +16,11 @@ RUNNING = "Running"
 SUCCEEDED = "Succeeded"
 RESULTS_DELIVERED = "ResultsDelivered"
 STUCK = "Stuck"
+#: False while the poller cannot follow the Task (the FN or Keycloak refuses, the spec
+#: can no longer be read); the message says why. Absent until that first happens.
+SYNCED = "Synced"
 
-CONDITION_ORDER = (SUBMITTED, RUNNING, SUCCEEDED, RESULTS_DELIVERED, STUCK)
+CONDITION_ORDER = (SUBMITTED, RUNNING, SUCCEEDED, RESULTS_DELIVERED, STUCK, SYNCED)
 
 #: Status field a poller run writes (with a resourceVersion precondition) before it
 #: asks the FN to create a deferred Task's FN task: ``{"holder": run, "at": time}``.

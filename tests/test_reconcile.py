@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from poller import download
 from poller.__main__ import build_reconciler
-from standins.clock import ManualClock
 from poller.reconcile import Reconciler, needs_work, span, task_id_of
+from standins.clock import ManualClock
+from standins.fn_state import ANALYTICS_IMAGE, ImageBehaviour
 from taskcore.settings import Settings
 from taskcore.status import get_condition
 from taskcore.submission import Deadline, Outcome
@@ -210,3 +212,141 @@ def test_a_deferred_task_the_fn_refuses_fails_and_says_why(reconciler, sandbox):
     assert "9.9" in step.status["message"]
     assert step.events[-1][0] == "SubmissionRefused"
     assert len(sandbox.fn_state.submissions) == before
+
+
+@pytest.fixture
+def reconciler_with(sandbox, clock):
+    """A reconciler with settings of its own, as after the operators changed them."""
+    made: list[Reconciler] = []
+
+    def build(**settings: str) -> Reconciler:
+        env = {**sandbox.env(), "FNTC_CLUSTER_NAME": CLUSTER, **settings}
+        made.append(build_reconciler(Settings.from_env(env), now=clock.now))
+        return made[-1]
+    yield build
+    for each in made:
+        each.close()
+
+
+def submitted(reconciler: Reconciler, name: str, **spec: Any) -> dict[str, Any]:
+    """A Task whose FN task exists, as the webhook left it."""
+    task = hand_made_task(name, **spec)
+    task_id = submit_to_fn(reconciler, task)
+    task["status"] = {"phase": "Submitted", "taskId": task_id, "reason": "Submitted",
+                      "message": f"Submitted to the FN as task {task_id}."}
+    return task
+
+
+def test_renaming_the_cluster_keeps_following_its_tasks(reconciler, reconciler_with):
+    task = submitted(reconciler, "renamed")
+    step = reconciler_with(FNTC_CLUSTER_NAME="renamed-cluster").reconcile(task)
+    assert (step.status["phase"], step.status["reason"]) == ("Submitted", "Scheduled")
+
+
+@pytest.mark.parametrize("description", [None, "", "an FN task made by hand"])
+def test_an_fn_task_without_a_marker_is_never_followed(reconciler, sandbox, monkeypatch,
+                                                       description):
+    task = submitted(reconciler, "forged")
+    monkeypatch.setattr(sandbox.fn_state.tasks[task["status"]["taskId"]], "description",
+                        description)
+    sandbox.clock.advance(10)
+    step = reconciler.reconcile(task)
+    assert (step.status["phase"], step.status["reason"]) == ("Failed", "TaskMismatch")
+    assert not step.delivered and step.status["results"] == {"state": "NotApplicable"}
+
+
+def test_a_registry_allow_list_set_later_spares_submitted_tasks(reconciler, reconciler_with):
+    task = submitted(reconciler, "admitted-earlier")
+    strict = reconciler_with(FNTC_ALLOWED_REGISTRIES="docker.io")
+    step = strict.reconcile(task)
+    assert (step.status["phase"], step.status["reason"]) == ("Submitted", "Scheduled")
+    assert get_condition(step.status, "Synced") is None
+    # A Task not submitted yet must pass today's checks before anything is made for it.
+    pending = hand_made_task("admitted-deferred", status={"phase": "Pending"})
+    assert not strict.submission_due(pending)
+    step = strict.reconcile(pending)
+    assert (step.status["phase"], step.status["reason"]) == ("Failed", "InvalidSpec")
+    assert "ghcr.io" in step.status["message"]
+
+
+def test_a_submitted_task_failing_a_tightened_check_is_followed_to_its_results(reconciler,
+                                                                              sandbox):
+    task = submitted(reconciler, "older-rules")
+    task["spec"]["image"] = "analytics:1.0"     # no registry: refused by today's checks
+    task["spec"]["command"] = "python run.py"   # a list today
+    sandbox.clock.advance(10)
+    step = reconciler.reconcile(task)
+    assert (step.status["phase"], step.status["results"]["state"]) == \
+        ("Succeeded", "Delivered")
+
+
+def test_a_submitted_task_whose_researcher_cannot_be_read_is_marked_not_failed(reconciler):
+    task = submitted(reconciler, "nobody")
+    del task["spec"]["user"]
+    step = reconciler.reconcile(task)
+    assert (step.status["phase"], step.status["reason"]) == ("Submitted", "Submitted")
+    synced = get_condition(step.status, "Synced")
+    assert (synced["status"], synced["reason"]) == ("False", "SpecUnreadable")
+    assert "spec.user" in synced["message"]
+    assert step.events == [("SpecUnreadable", synced["message"], True)]
+    # Said once: the same Task in the next run changes nothing.
+    again = reconciler.reconcile({**task, "status": step.status})
+    assert (again.status, again.events) == (step.status, [])
+
+
+def test_a_dataset_the_fn_swapped_is_told_once(reconciler, sandbox):
+    task = submitted(reconciler, "other-dataset", dataset=2)    # project1 grants dataset 1
+    step = reconciler.reconcile(task)
+    said = ("The FN runs it on dataset 1, the one project project1 grants, not on dataset 2 "
+            "named in the Task.")
+    assert step.status["datasetId"] == 1
+    assert step.status["message"].endswith(said)
+    assert [(reason, warning) for reason, _, warning in step.events] == \
+        [("DatasetMismatch", True), ("Scheduled", False)]
+    sandbox.clock.advance(3)
+    running = reconciler.reconcile({**task, "status": step.status})
+    assert running.status["phase"] == "Running" and running.status["message"].endswith(said)
+    assert [reason for reason, _, _ in running.events] == ["Running"]
+
+
+def test_a_matching_dataset_is_recorded_without_a_word(reconciler):
+    step = reconciler.reconcile(submitted(reconciler, "same-dataset"))
+    assert step.status["datasetId"] == 1
+    assert "dataset" not in step.status["message"]
+    assert [reason for reason, _, _ in step.events] == ["Scheduled"]
+
+
+def test_a_deferred_task_submitted_by_the_poller_reads_as_the_webhook_says_it(reconciler):
+    step = reconciler.reconcile(hand_made_task("late", status={"phase": "Pending"}))
+    assert step.status["message"] == f"Submitted to the FN as task {step.status['taskId']}."
+
+
+@pytest.fixture
+def slip_image(sandbox, monkeypatch) -> str:
+    """An image whose results climb out of their folder."""
+    tags = sandbox.fn_state.images[ANALYTICS_IMAGE]
+    monkeypatch.setitem(tags, "slip", ImageBehaviour(results={"../evil.sh": b"rm -rf /"}))
+    return f"{ANALYTICS_IMAGE}:slip"
+
+
+def test_an_archive_that_can_never_be_delivered_settles(reconciler, sandbox, slip_image):
+    task = submitted(reconciler, "slipped", image=slip_image)
+    sandbox.clock.advance(10)
+    step = reconciler.reconcile(task)
+    results = step.status["results"]
+    assert (step.status["phase"], results["state"]) == ("Succeeded", "Undeliverable")
+    assert "climbs out" in results["message"]
+    assert get_condition(step.status, "ResultsDelivered")["reason"] == "Undeliverable"
+    assert step.events[-1][0] == "ResultsUndeliverable" and step.events[-1][2]
+    assert not needs_work({"status": step.status})
+
+
+def test_an_archive_over_the_download_cap_settles_without_being_read_whole(
+        reconciler, reconciler_with, sandbox, monkeypatch):
+    task = submitted(reconciler, "bulky")
+    monkeypatch.setattr(download, "RESULTS_MAX_BYTES", 100)
+    capped = reconciler_with()
+    sandbox.clock.advance(10)
+    step = capped.reconcile(task)
+    assert step.status["results"]["state"] == "Undeliverable"
+    assert "larger than 100 bytes" in step.status["results"]["message"]

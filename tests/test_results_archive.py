@@ -9,8 +9,11 @@ import time
 import warnings
 import zipfile
 
+import httpx
 import pytest
 
+from poller.download import BoundedResults
+from taskcore.fn import FNClient, FNUnavailable
 from taskcore.results import ResultsArchiveError, read_results_archive
 
 RESULTS = {"summary.csv": b"cohort,n\na,12\n", "plots/survival.txt": b"median 14.2\n"}
@@ -214,3 +217,68 @@ def test_garbage_is_refused_with_one_sentence(data: bytes) -> None:
     with pytest.raises(ResultsArchiveError) as caught:
         read_results_archive(data)
     assert "\n" not in str(caught.value) and str(caught.value)
+
+
+# -- downloading the archive from the FN -------------------------------------------------
+
+
+class Chunks(httpx.SyncByteStream):
+    """An answer body that arrives ``count`` chunks of ``size`` bytes at a time, as a
+    large or slow archive does; ``tick`` runs before each chunk."""
+
+    def __init__(self, count: int, size: int, tick=lambda: None) -> None:
+        self.count, self.size, self.tick = count, size, tick
+        self.sent = 0
+
+    def __iter__(self):
+        for _ in range(self.count):
+            self.tick()
+            self.sent += 1
+            yield b"x" * self.size
+
+
+def fn_answering(stream: httpx.SyncByteStream, *, headers: dict[str, str] | None = None,
+                 max_bytes: int = 1000, seconds: float = 60.0,
+                 clock=time.monotonic) -> FNClient:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=headers or {}, stream=stream)
+    transport = BoundedResults(httpx.MockTransport(answer), max_bytes=max_bytes,
+                               seconds=seconds, clock=clock)
+    return FNClient("http://fn.test", transport=transport)
+
+
+def test_a_results_download_stops_at_the_size_cap():
+    body = Chunks(count=1000, size=100)
+    with pytest.raises(ResultsArchiveError, match="larger than"):
+        fn_answering(body).results("token", 7)
+    assert body.sent == 11, "the download stopped right after the cap, not at the end"
+
+
+def test_a_declared_size_over_the_cap_is_refused_before_reading():
+    body = Chunks(count=1, size=10)
+    with pytest.raises(ResultsArchiveError, match="larger than"):
+        fn_answering(body, headers={"content-length": "5000"}).results("token", 7)
+    assert body.sent == 0
+
+
+def test_a_results_download_past_its_deadline_is_tried_again_later():
+    now = [0.0]
+    body = Chunks(count=50, size=10, tick=lambda: now.__setitem__(0, now[0] + 1.0))
+    with pytest.raises(FNUnavailable, match="in time") as caught:
+        fn_answering(body, seconds=5.0, clock=lambda: now[0]).results("token", 7)
+    assert caught.value.transient
+    assert body.sent == 6
+
+
+def test_answers_other_than_results_are_not_bounded():
+    body = Chunks(count=30, size=100)
+    fn = fn_answering(body, headers={"content-type": "application/json"})
+    with pytest.raises(FNUnavailable, match="cannot read"):
+        fn.get("token", 7)      # 3000 bytes of "x", over the cap, read to the end
+    assert body.sent == 30
+
+
+def test_an_archive_within_the_bounds_arrives_whole():
+    archive = make_zip(RESULTS)
+    fn = fn_answering(httpx.ByteStream(archive), max_bytes=len(archive))
+    assert read_results_archive(fn.results("token", 7)) == RESULTS

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from taskcore.status import (RESULTS_DELIVERED, RUNNING, STUCK, SUBMITTED, SUCCEEDED, changes,
-                             current_phase, get_condition, pending_status, set_condition,
-                             submitted_status)
+from taskcore.status import (RESULTS_DELIVERED, RUNNING, STUCK, SUBMITTED, SUCCEEDED, SYNCED,
+                             changes, current_phase, get_condition, pending_status,
+                             set_condition, submitted_status)
 from taskcore.phases import Phase
 
 T0, T1, T2 = "2024-05-01T10:00:00Z", "2024-05-01T10:01:00Z", "2024-05-01T10:02:00Z"
@@ -57,11 +57,12 @@ def test_setting_a_condition_to_what_it_is_changes_nothing():
 
 def test_conditions_keep_one_entry_per_type_in_story_order():
     conditions: list = []
-    for kind in (STUCK, RESULTS_DELIVERED, SUCCEEDED, RUNNING, SUBMITTED, RUNNING):
+    for kind in ("SomeoneElses", SYNCED, STUCK, RESULTS_DELIVERED, SUCCEEDED, RUNNING,
+                 SUBMITTED, RUNNING):
         conditions = set_condition(conditions, kind, True, reason="R", message="",
                                    generation=1, now=T0)
     assert [c["type"] for c in conditions] == \
-        [SUBMITTED, RUNNING, SUCCEEDED, RESULTS_DELIVERED, STUCK]
+        [SUBMITTED, RUNNING, SUCCEEDED, RESULTS_DELIVERED, STUCK, SYNCED, "SomeoneElses"]
 
 
 def test_equal_statuses_give_an_empty_patch():

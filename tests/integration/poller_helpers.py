@@ -16,10 +16,10 @@ from kubernetes import client
 
 from poller.__main__ import build, run_once, wall_clock
 from poller.run import Poller, Summary
-from taskcore.fn import FNClient
+from taskcore.fn import FNClient, task_body
 from taskcore.keycloak import Keycloak
 from taskcore.settings import Settings
-from taskcore.task import GROUP, PLURAL, VERSION
+from taskcore.task import GROUP, PLURAL, VERSION, review_spec
 from tests.conftest import task_manifest
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -128,3 +128,19 @@ def wrap_status_writes(poller, before_write) -> None:
         before_write(task, patch)
         return real(task, patch, **kwargs)
     poller.tasks.patch_status = patch_status
+
+
+def fn_task_behind_fntc(sandbox, marker, *, name: str | None = None) -> int:
+    """An FN task made for ``marker`` as alice, through the FN's API, without FNTC."""
+    settings = Settings.from_env(sandbox.env())
+    keycloak = Keycloak.from_settings(settings)
+    fn = FNClient(settings.fn_url)
+    try:
+        task_name = name or marker.name
+        spec = review_spec(task_name, task_manifest(task_name, marker.namespace)["spec"]).spec
+        assert spec is not None
+        token = keycloak.fn_token_for(keycloak.find_user(email="alice@example.org"))
+        return fn.create(token, "project1", task_body(spec, name=task_name, marker=marker))
+    finally:
+        keycloak.close()
+        fn.close()

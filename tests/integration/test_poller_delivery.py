@@ -7,9 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
+from kubernetes import client
 
 from standins.clock import ManualClock
 from taskcore.status import RESULTS_DELIVERED
+from taskcore.task import GROUP, PLURAL, VERSION
 from tests.integration.poller_helpers import (  # noqa: F401 - poll is a fixture
     Killed, condition, create, events, make_poller, poll, read, wait_for_first_status,
     wrap_status_writes)
@@ -148,7 +150,8 @@ def test_a_rerun_after_a_lost_status_write_commits_nothing_new(stack, sandbox, k
     wrap_status_writes(poller, die_after_delivery)
     with pytest.raises(Killed):
         poller.run()
-    branch = f"fntc/results/{namespace}/once"
+    task_id = read(kube_api, namespace, "once")["status"]["taskId"]
+    branch = f"fntc/results/{namespace}/once-fn{task_id}"
     head = sandbox.github_state.head("fntc-sandbox/cancer-study", branch)
     assert len(result_commits(sandbox, "fntc-sandbox/cancer-study", branch)) == 1
     assert read(kube_api, namespace, "once")["status"]["phase"] == "Submitted"
@@ -162,3 +165,30 @@ def test_a_rerun_after_a_lost_status_write_commits_nothing_new(stack, sandbox, k
     assert len(result_commits(sandbox, "fntc-sandbox/cancer-study", branch)) == 1
     assert [reason for reason, _ in events(kube_api, namespace, "once")].count(
         "ResultsDelivered") == 1
+
+
+def test_a_task_made_again_under_its_name_delivers_to_a_branch_of_its_own(
+        stack, sandbox, kube_api, namespace, poll):
+    # The study's main branch holds results of an earlier run someone merged.
+    repository = f"fntc-sandbox/rerun-{namespace[-8:]}"
+    sandbox.github_state.add_repository(repository, files={
+        "README.md": b"# A study\n", "results/rerun/merged-earlier.csv": b"old,1\n"})
+    delivered = []
+    for _ in range(2):
+        finished(sandbox, kube_api, namespace, "rerun", repository=repository)
+        assert poll().delivered == 1
+        task = read(kube_api, namespace, "rerun")
+        delivered.append((task["status"]["taskId"], task["status"]["results"]))
+        client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "rerun")
+
+    (first_id, first), (second_id, second) = delivered
+    assert first_id != second_id
+    prefix = f"fntc/results/{namespace}/rerun-fn"
+    assert (first["branch"], second["branch"]) == (f"{prefix}{first_id}", f"{prefix}{second_id}")
+    for results in (first, second):
+        files = sandbox.github_state.branch_files(repository, results["branch"])
+        assert {path for path in files if path.startswith("results/rerun/")} == \
+            {"results/rerun/summary.csv", "results/rerun/report.md"}
+        assert "README.md" in files
+        assert len(result_commits(sandbox, repository, results["branch"])) == 1

@@ -192,11 +192,45 @@ def test_one_bad_task_never_stops_the_others(stack, sandbox, kube_api, namespace
     monkeypatch.setattr(carol, "enabled", False)
 
     summary = poll(FNTC_CONCURRENCY="1")
-    assert (summary.seen, summary.changed, summary.errors) == (5, 2, 3)
+    assert (summary.seen, summary.changed, summary.errors) == (5, 5, 3)
     for name in ("good", "also-good"):
         assert read(kube_api, namespace, name)["status"]["reason"] == "Scheduled"
     for name in ("fn-fails", "fn-garbles", "user-gone"):
-        assert read(kube_api, namespace, name)["status"] == before[name]["status"]
+        status = read(kube_api, namespace, name)["status"]
+        assert (status["phase"], status["reason"], status["message"]) == \
+            ("Submitted", "Submitted", before[name]["status"]["message"]), name
+        synced = next(c for c in status["conditions"] if c["type"] == "Synced")
+        assert (synced["status"], synced["reason"]) == ("False", "ReconcileError"), name
+    assert "carol@example.org" in next(
+        c for c in read(kube_api, namespace, "user-gone")["status"]["conditions"]
+        if c["type"] == "Synced")["message"]
+    # A researcher who cannot be acted for is told with a Warning, once; an unwell FN is not.
+    assert events(kube_api, namespace, "user-gone")[-1] == ("ReconcileError", "Warning")
+    assert events(kube_api, namespace, "fn-fails") == [("Submitted", "Normal")]
+
+    # The same trouble on the next run is counted again, and written nowhere.
+    sandbox.fn_faults.add("GET", f"/tasks/{before['fn-fails']['status']['taskId']}", 500,
+                          body={"error": "Internal Error"})
+    sandbox.fn_faults.add("GET", f"/tasks/{before['fn-garbles']['status']['taskId']}", 200,
+                          body="<html>not json</html>")
+    summary = poll(FNTC_CONCURRENCY="1")
+    assert (summary.changed, summary.errors) == (0, 3)
+    assert len(events(kube_api, namespace, "user-gone")) == 2
+
+
+def test_a_task_that_keeps_failing_still_gets_its_stuck_check(stack, sandbox, kube_api,
+                                                            namespace, poll, monkeypatch):
+    create(kube_api, namespace, "locked-out", user={"email": "carol@example.org"})
+    wait_for_first_status(kube_api, namespace, ["locked-out"])
+    carol = next(user for user in sandbox.keycloak_state.users
+                 if user.email == "carol@example.org")
+    monkeypatch.setattr(carol, "enabled", False)
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    assert poll(now=lambda: later, FNTC_STUCK_AFTER="3600").errors == 1
+    task = read(kube_api, namespace, "locked-out")
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in task["status"]["conditions"]}
+    assert conditions["Synced"] == ("False", "ReconcileError")
+    assert conditions["Stuck"] == ("True", "StuckSubmitted")
 
 
 def test_fn_tasks_whose_task_never_was_stored_are_cancelled(stack, sandbox, kube_api,

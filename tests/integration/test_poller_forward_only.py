@@ -56,22 +56,36 @@ def test_odd_or_older_answers_never_move_a_running_task(stack, sandbox, kube_api
         assert len(events(kube_api, namespace, name)) == told[name], name
 
 
-def test_broken_answers_count_as_errors_and_change_nothing(stack, sandbox, kube_api,
-                                                          namespace, poll):
+def test_broken_answers_count_as_errors_and_are_said_once(stack, sandbox, kube_api,
+                                                         namespace, poll):
     create(kube_api, namespace, "broken")
     wait_for_first_status(kube_api, namespace, ["broken"])
     task = read(kube_api, namespace, "broken")
+    told = events(kube_api, namespace, "broken")
     for status, body in ((200, "<html>gateway</html>"), (200, ["not", "an", "object"]),
                          (502, {"error": "Bad Gateway"})):
-        sandbox.fn_faults.add("GET", f"/tasks/{task['status']['taskId']}", status, body=body)
+        sandbox.fn_faults.add("GET", f"/tasks/{task['status']['taskId']}", status, body=body,
+                              times=2)
         summary = poll()
-        assert (summary.changed, summary.errors) == (0, 1), body
+        assert (summary.changed, summary.errors) == (1, 1), body
+        synced = condition(read(kube_api, namespace, "broken"), "Synced")
+        assert (synced["status"], synced["reason"]) == ("False", "ReconcileError"), body
+        assert synced["message"].startswith("This run could not follow the Task: the FN ")
+        # The same trouble again is counted, not written again.
+        again = poll()
+        assert (again.changed, again.errors) == (0, 1), body
         assert sandbox.fn_faults.pending() == []
-    assert read(kube_api, namespace, "broken")["metadata"]["resourceVersion"] == \
-        task["metadata"]["resourceVersion"]
+    after = read(kube_api, namespace, "broken")["status"]
+    assert (after["phase"], after["reason"], after["message"]) == \
+        (task["status"]["phase"], task["status"]["reason"], task["status"]["message"])
+    # An FN that is unwell for a while is no Warning for the researcher to act on.
+    assert events(kube_api, namespace, "broken") == told
     # The next run, with the FN well again, carries on.
     assert poll().changed == 1
-    assert read(kube_api, namespace, "broken")["status"]["reason"] == "Scheduled"
+    healed = read(kube_api, namespace, "broken")
+    assert healed["status"]["reason"] == "Scheduled"
+    assert (condition(healed, "Synced")["status"], condition(healed, "Synced")["reason"]) == \
+        ("True", "Synced")
 
 
 def test_a_finished_task_never_changes_whatever_the_fn_says(stack, sandbox, kube_api,

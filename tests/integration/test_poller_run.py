@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -12,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from poller.__main__ import run_once
+from poller.__main__ import main, run_once
 from poller.lease import LEASE_NAME, Lease
 from tests.integration.poller_helpers import (
     create, create_deferred, events, make_poller, poller_env, read, submissions_for,
@@ -44,6 +47,19 @@ def test_bad_configuration_exits_2(stack, namespace, capsys, setting, value, sai
     assert said in capsys.readouterr().err
 
 
+def test_help_says_what_a_run_does_without_touching_kubernetes(tmp_path, capsys):
+    # No settings, and a kubeconfig that does not exist: --help needs neither.
+    env = {"PATH": os.environ["PATH"], "KUBECONFIG": str(tmp_path / "absent")}
+    result = subprocess.run([sys.executable, "-m", "poller", "--help"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("usage: python -m poller\n")
+    for said in ("Exit codes: 0", "FNTC_NAMESPACES", "FNTC_ORPHAN_LOOKBACK", "KUBECONFIG"):
+        assert said in result.stdout
+    assert main(["--verbose"]) == 2
+    assert capsys.readouterr().err.startswith("usage: python -m poller")
+
+
 def test_an_unreachable_api_server_exits_1(stack, namespace, tmp_path, capsys):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
@@ -73,7 +89,8 @@ def test_the_cronjob_command_exits_0_with_failed_tasks_and_one_summary_line(stac
     assert result.returncode == 0, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert SUMMARY.match(last), last
-    assert "seen=2 " in last and "changed=1 " in last and "errors=1 " in last
+    # Both changed: one Failed, the other says in its Synced condition why it did not move.
+    assert "seen=2 " in last and "changed=2 " in last and "errors=1 " in last
     assert read(kube_api, namespace, "crash")["status"]["phase"] == "Failed"
 
 

@@ -64,6 +64,11 @@ class Deliverer:
         self._retry(step, dict(step.status.get("results") or {}), reason, fields,
                     generation=task["metadata"].get("generation"))
 
+    def refuse(self, step: "Step", task: dict[str, Any], message: str) -> None:
+        """Settle results that must never be delivered, saying why."""
+        self._settle(step, dict(step.status.get("results") or {}), "Undeliverable", message,
+                     task["metadata"].get("generation"), warning=True)
+
     def deliver(self, step: "Step", task: dict[str, Any], spec: TaskSpec, marker: Marker, *,
                 token: str, task_id: int) -> None:
         """Fetch the results and commit them once; the outcome lands in ``step``."""

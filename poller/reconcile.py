@@ -42,6 +42,8 @@ class Step:
     events: list[tuple[str, str, bool]] = field(default_factory=list)  # reason, message, warn
     submitted: bool = False
     delivered: bool = False
+    #: True once this run read the FN task and found this Task's marker on it.
+    verified: bool = False
     #: Why this run could not follow the Task, when it could not; the status above
     #: still holds what the run learnt before that, and says so in its Synced condition.
     error: ServiceError | None = None
@@ -205,6 +207,19 @@ class Reconciler:
             self.deliverer.postpone(step, task, marker,
                                     f"no FN token for {spec.requester}: {error}")
             return
+        if not step.verified:
+            # A Task that finished in an earlier run: its FN task must still be the one
+            # made for it before any results go to its repository.
+            try:
+                fn_task = self.fn.get(token, task_id)
+            except ServiceError as error:
+                self.deliverer.postpone(step, task, marker,
+                                        f"FN task {task_id} could not be read: {error}")
+                return
+            if not made_for(fn_task, marker):
+                self.deliverer.refuse(step, task, f"FN task {task_id} was not made for "
+                                      "this Task, so its results are not delivered here.")
+                return
         self.deliverer.deliver(step, task, spec, marker, token=token, task_id=task_id)
 
     # -- submission of a Task deferred at admission -----------------------------------------
@@ -277,6 +292,7 @@ class Reconciler:
                                       generation)
             step.event("TaskMismatch", message, True)
             return
+        step.verified = True
 
         actual = fn_dataset(fn_task)
         note = dataset_note(spec, actual)

@@ -350,3 +350,18 @@ def test_an_archive_over_the_download_cap_settles_without_being_read_whole(
     step = capped.reconcile(task)
     assert step.status["results"]["state"] == "Undeliverable"
     assert "larger than 100 bytes" in step.status["results"]["message"]
+
+
+def test_results_of_an_fn_task_made_for_another_task_are_never_delivered(reconciler,
+                                                                          sandbox):
+    other = submitted(reconciler, "someone-elses")
+    sandbox.clock.advance(10)
+    status = {"phase": "Succeeded", "reason": "Completed", "taskId": other["status"]["taskId"],
+              "results": {"state": "Retrying", "attempts": 1}}
+    branches = sandbox.github_state.repository("fntc-sandbox/cancer-study").refs.copy()
+    step = reconciler.reconcile(hand_made_task("finished-earlier", status=status))
+    results = step.status["results"]
+    assert results["state"] == "Undeliverable" and not step.delivered
+    assert "was not made for this Task" in results["message"]
+    assert step.events[-1][:1] + step.events[-1][2:] == ("ResultsUndeliverable", True)
+    assert sandbox.github_state.repository("fntc-sandbox/cancer-study").refs == branches

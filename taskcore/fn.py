@@ -30,6 +30,10 @@ _DEFINITIVE_500 = ("could not be found", "not available anymore", "already cance
 RESULTS_PATH = "/mnt/data/results"
 
 
+#: An FN that claims endless pages of tasks is not followed past this many.
+MAX_PAGES = 200
+
+
 class FNError(ServiceError):
     service = "fn"
 
@@ -197,6 +201,10 @@ class FNClient:
                 raise FNUnavailable("the FN answered the task list in an unknown shape")
             items.extend(item for item in batch if isinstance(item, dict))
             if page >= (pages or 1) or not batch:
+                return items
+            if page >= MAX_PAGES:
+                log.warning("the FN's task list goes on past %d pages; the rest is left out",
+                            MAX_PAGES)
                 return items
             page += 1
 

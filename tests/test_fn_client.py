@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from taskcore.fn import (FNAuthFailed, FNClient, FNRejected, FNUnavailable, ResultsNotReleased,
+from taskcore.fn import (MAX_PAGES, FNAuthFailed, FNClient, FNRejected, FNUnavailable, ResultsNotReleased,
                          task_body)
 from taskcore.task import Marker, review_spec
 
@@ -107,3 +107,14 @@ def test_find_follows_pages():
 def test_create_without_a_task_id_is_not_taken_as_success():
     with pytest.raises(FNUnavailable, match="no task_id"):
         client_answering(201, {"id": 4}).create("t", "p1", {})
+
+
+def test_find_stops_at_a_page_cap_when_the_fn_claims_endless_pages():
+    asked: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(int(request.url.params["page"]))
+        return httpx.Response(200, json={"items": [{"id": len(asked)}], "pages": 10**9})
+    fn = FNClient("http://fn.test", transport=httpx.MockTransport(handler))
+    assert len(fn.find("admin")) == MAX_PAGES
+    assert asked == list(range(1, MAX_PAGES + 1))

@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Callable
 
 from .errors import ServiceError
-from .fn import FNAuthFailed, FNClient, FNRejected, task_body
+from .fn import FNAuthFailed, FNClient, FNRejected, FNUnavailable, task_body
 from .keycloak import FN_ADMINISTRATOR_ROLE, Keycloak, KeycloakUser, UnknownUser
 from .settings import Settings
 from .task import Marker, TaskSpec
@@ -106,11 +106,24 @@ class Submitter:
                                        github_alias=self.settings.github_idp_alias,
                                        timeout=deadline.remaining())
 
+    def _made_for(self, admin: str, marker: Marker, deadline: Deadline) -> set[int]:
+        """Ids of the FN tasks made for this Task. Looked up by name (the FN task's
+        name is the Task's) and matched on the marker's namespace, name and uid, not
+        its cluster name, which may have been renamed since."""
+        found = self.fn.find(admin, name__eq=marker.name, timeout=deadline.remaining())
+        ids = set()
+        for item in found:
+            made_for = Marker.parse(item.get("description"))
+            task_id = item.get("id")
+            if made_for and made_for.names_same_task(marker) and \
+                    isinstance(task_id, int) and not isinstance(task_id, bool):
+                ids.add(task_id)
+        return ids
+
     def find_existing(self, marker: Marker, deadline: Deadline) -> int | None:
         """The FN task already made for this marker, if any (admin view of the FN)."""
         admin = self.keycloak.admin_fn_token(timeout=deadline.remaining())
-        found = self.fn.find(admin, description__eq=str(marker), timeout=deadline.remaining())
-        ids = sorted({int(item["id"]) for item in found if isinstance(item.get("id"), int)})
+        ids = sorted(self._made_for(admin, marker, deadline))
         return self._keep_lowest(admin, ids, marker, deadline) if ids else None
 
     def _keep_lowest(self, admin: str, ids: list[int], marker: Marker,
@@ -134,20 +147,39 @@ class Submitter:
                             task_id, error, extra=fields)
         return keep
 
-    def _settle(self, marker: Marker, created: int, deadline: Deadline) -> int:
+    def _settle(self, marker: Marker, created: int, deadline: Deadline) -> int | None:
         """The FN task this marker keeps, once ``created`` exists: see :meth:`_keep_lowest`.
-        A failed look-up keeps ``created``; the task exists, so it must not be lost."""
+
+        None when the look-up failed: another attempt may have made a task at the
+        same time and may keep that one, so ``created`` cannot be promised. The caller
+        defers; the poller then finds every task made for the marker and settles."""
         try:
             admin = self.keycloak.admin_fn_token(timeout=deadline.remaining(floor=1.0))
-            found = self.fn.find(admin, description__eq=str(marker),
-                                 timeout=deadline.remaining(floor=1.0))
+            ids = self._made_for(admin, marker, deadline)
         except ServiceError as error:
             log.warning("could not look for a second FN task for this Task: %s", error,
                         extra={"namespace": marker.namespace, "task": marker.name,
                                "fn_task_id": created})
-            return created
-        ids = {int(item["id"]) for item in found if isinstance(item.get("id"), int)}
+            return None
         return self._keep_lowest(admin, sorted(ids | {created}), marker, deadline)
+
+    def _create(self, user: KeycloakUser, token: str, spec: TaskSpec, body: dict,
+                deadline: Deadline) -> int:
+        """Create the FN task; a token refused right after validation passed has
+        expired or been revoked meanwhile, so one fresh token is tried, and a second
+        refusal is a passing fault (the identity was just accepted), never a refusal."""
+        try:
+            return self.fn.create(token, spec.project, body, timeout=deadline.remaining())
+        except FNAuthFailed:
+            self.keycloak.forget_user_token(user)
+            deadline.check("creating the FN task again")
+            token = self.keycloak.fn_token_for(user, timeout=deadline.remaining())
+            try:
+                return self.fn.create(token, spec.project, body,
+                                      timeout=deadline.remaining())
+            except FNAuthFailed as error:
+                raise FNUnavailable("the FN refused a fresh token right after accepting "
+                                    f"the task: {error}") from error
 
     def _dataset_warnings(self, token: str, spec: TaskSpec, task_id: int,
                           deadline: Deadline) -> tuple[str, ...]:
@@ -222,7 +254,7 @@ class Submitter:
             if dry_run:
                 return Submission(Outcome.VALIDATED, "the FN would accept this task")
             deadline.check("creating the FN task")
-            created = self.fn.create(token, spec.project, body, timeout=deadline.remaining())
+            created = self._create(user, token, spec, body, deadline)
         except UnknownUser as error:
             return Submission(Outcome.REFUSED, f"{error}; the Task must name a researcher "
                               "known to the Federated Node")
@@ -240,6 +272,9 @@ class Submitter:
 
         # The FN task exists from here on: nothing below may lose its id.
         task_id = self._settle(marker, created, deadline)
+        if task_id is None:
+            return Submission(Outcome.DEFERRED, f"created FN task {created} but could not "
+                              "check that no other attempt made one too; the poller will")
         message = (f"created FN task {task_id}" if task_id == created else
                    f"found FN task {task_id}, made at the same time by another attempt")
         return Submission(Outcome.SUBMITTED, message, task_id, adopted=task_id != created,

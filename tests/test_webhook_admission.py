@@ -380,3 +380,32 @@ def test_a_delete_without_our_annotations_schedules_nothing(harness) -> None:
     task["status"] = {"phase": "Running", "taskId": 7}
     answer = _delete(made, task)
     assert answer.allowed and answer.warnings == [] and made.jobs == []
+
+
+def test_work_after_answers_runs_on_a_bounded_pool_of_threads() -> None:
+    from webhook import admission as admission_module
+
+    release = threading.Event()
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def job() -> None:
+        with lock:
+            started.append(threading.current_thread().name)
+        release.wait(5)
+
+    pool = admission_module._background_pool()
+    futures = [pool.submit(job) for _ in range(admission_module.BACKGROUND_WORKERS * 3)]
+    try:
+        # Every worker picks a job up and blocks; the rest wait in the queue.
+        for _ in range(200):
+            if len(started) >= admission_module.BACKGROUND_WORKERS:
+                break
+            release.wait(0.01)
+        assert len(started) == admission_module.BACKGROUND_WORKERS
+        assert all(name.startswith("after-answer") for name in started)
+    finally:
+        release.set()
+        for future in futures:
+            future.result(5)
+    assert len(started) == admission_module.BACKGROUND_WORKERS * 3

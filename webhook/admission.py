@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -84,11 +85,27 @@ def _was_submitted(obj: dict[str, Any] | None) -> bool:
                 or status.get("taskId"))
 
 
+#: Threads for the work done after an answer; each job waits at most about a minute.
+BACKGROUND_WORKERS = 8
+_pool: ThreadPoolExecutor | None = None
+_pool_guard = threading.Lock()
+
+
+def _background_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_guard:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=BACKGROUND_WORKERS,
+                                       thread_name_prefix="after-answer")
+        return _pool
+
+
 class Admission:
     """Decides one AdmissionReview at a time; safe to call from many threads.
 
     ``run_later`` runs work that must not hold the answer up (the first status,
-    a cancel on delete); by default a daemon thread, in tests whatever they like.
+    a cancel on delete); by default a small pool of threads, so a mass deletion
+    queues its cancels instead of starting a thread each; in tests whatever they like.
     """
 
     def __init__(self, settings: Settings, *, submitter: Submitter, tasks: TaskStore,
@@ -101,8 +118,7 @@ class Admission:
         self.status_writer = status_writer
         self.canceller = canceller or Canceller(tasks, keycloak=submitter.keycloak,
                                                 fn=submitter.fn)
-        self._run_later = run_later or (lambda job: threading.Thread(target=job,
-                                                                     daemon=True).start())
+        self._run_later = run_later or _background_pool().submit
         self._recent = _RecentSubmissions()
 
     @classmethod

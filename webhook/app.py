@@ -27,6 +27,10 @@ from .review import AdmissionRequest, MalformedReview, errored, review_response
 
 log = logging.getLogger(__name__)
 
+#: Operations counted by name in the metrics; anything else counts as OTHER, so a
+#: caller cannot grow the number of metric series.
+KNOWN_OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+
 #: AdmissionReviews carry the object (and the old one on UPDATE); Tasks are small.
 MAX_BODY_BYTES = 3 * 2**20
 #: The API server sends a review in one go; a body still trickling in after this
@@ -109,8 +113,9 @@ def create_app(admission_factory: Callable[[], Admission], *,
                                  "uid": request.uid})
             answer = errored("FNTC failed while reviewing this Task; the webhook's log "
                              f"has the details under uid {request.uid}")
-        ADMISSIONS.labels(request.operation or "UNKNOWN", answer.outcome or "allowed").inc()
-        ADMISSION_SECONDS.labels(request.operation or "UNKNOWN").observe(
+        operation = request.operation if request.operation in KNOWN_OPERATIONS else "OTHER"
+        ADMISSIONS.labels(operation, answer.outcome or "allowed").inc()
+        ADMISSION_SECONDS.labels(operation).observe(
             time.monotonic() - started)
         return JSONResponse(review_response(request.uid, answer))
 

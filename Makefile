@@ -8,7 +8,12 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	@# The dependencies only: everything runs from this folder, so the project
+	@# itself needs no install.
+	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['test']))" \
+	  > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,8 +35,9 @@ up: binaries
 
 ## poll: one poller run against the cluster `make up` keeps running
 poll:
-	@test -f .cache/local/env || { echo "start it first with: make up"; exit 1; }
-	. .cache/local/env && $(PY) -m poller
+	@test -f .cache/local/pid && kill -0 $$(cat .cache/local/pid) 2>/dev/null || \
+	  { echo "no local cluster is running; start one with: make up"; exit 1; }
+	@. .cache/local/env && $(PY) -m poller
 
 ## bench: the benchmarks in bench/
 bench: binaries

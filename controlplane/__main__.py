@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -40,10 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run_until_signalled(folder: Path) -> int:
     # Handlers go in first: a signal during the start-up must still lead to
     # a clean stop rather than to orphaned servers.
-    stopping = threading.Event()
+    # The handler only flips a flag: Event.set takes a lock, and a second signal
+    # arriving inside the first one's call would deadlock on it.
+    stopping = {"asked": False}
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
+        stopping["asked"] = True
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -56,7 +58,8 @@ def _run_until_signalled(folder: Path) -> int:
               f"{control_plane.startup_seconds:.1f}s; kubeconfig {control_plane.kubeconfig}, "
               f"env {env_file}, logs {folder / 'logs'}", flush=True)
 
-        while not stopping.wait(timeout=1.0):
+        while not stopping["asked"]:
+            time.sleep(0.2)
             if not control_plane.is_running():
                 print(f"error: a control-plane server exited; see {folder / 'logs'}",
                       file=sys.stderr)

@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import sys
-import threading
+import time
 
 from controlplane.binaries import ensure_binaries
 from controlplane.cluster import ControlPlane
@@ -28,9 +28,11 @@ def up() -> int:
     binaries = ensure_binaries()
     shutil.rmtree(LOCAL, ignore_errors=True)
     LOCAL.mkdir(parents=True)
-    stop = threading.Event()
+    # The handler only flips a flag: anything that takes a lock (Event.set) could
+    # deadlock when a second signal lands while the first one's call holds it.
+    stop = {"asked": False}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: stop.update(asked=True))
 
     with ControlPlane(binaries=binaries, work_dir=LOCAL / "cluster") as plane, \
             Sandbox(work_dir=LOCAL) as sandbox:
@@ -38,11 +40,13 @@ def up() -> int:
         try:
             stack.install()
             plane.kubectl("create", "namespace", "research")
-            env = {**stack.env(), "PATH": f"{binaries}:{os.environ.get('PATH', '')}"}
+            plane.kubectl("config", "set-context", "--current", "--namespace=research")
             env_file = LOCAL / "env"
             env_file.write_text("".join(f"export {key}='{value}'\n"
-                                        for key, value in env.items()))
+                                        for key, value in stack.env().items())
+                                + f'export PATH="{binaries}:$PATH"\n')
             env_file.chmod(0o600)
+            (LOCAL / "pid").write_text(f"{os.getpid()}\n")
             print(f"""
 FNTC is up: API server {plane.server_url}, webhook {stack.webhook.url},
 stand-ins FN {sandbox.fn_url}, Keycloak {sandbox.keycloak_url}, GitHub {sandbox.github_url}.
@@ -50,15 +54,19 @@ stand-ins FN {sandbox.fn_url}, Keycloak {sandbox.keycloak_url}, GitHub {sandbox.
 In another shell, from {ROOT}:
   . .cache/local/env                      # KUBECONFIG, our kubectl on PATH, FNTC_* settings
   kubectl apply -f examples/cancer-summary.yaml
-  kubectl get tasks -n research
+  kubectl get tasks                       # the kubeconfig's namespace is research
   make poll                               # one poller run, as the CronJob does
-  kubectl describe task cancer-summary -n research
+  kubectl describe task cancer-summary
 
 The webhook's log is {plane.work_dir / 'webhook.log'}. Ctrl-C here stops everything.
 """, flush=True)
-            stop.wait()
+            while not stop["asked"]:
+                time.sleep(0.2)
+            print("stopping: webhook, stand-ins, kube-apiserver and etcd", flush=True)
         finally:
             stack.stop()
+            (LOCAL / "pid").unlink(missing_ok=True)
+    print("stopped", flush=True)
     return 0
 
 

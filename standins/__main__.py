@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from .sandbox import Sandbox
@@ -27,9 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="where to keep the GitHub App key")
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
+    # The handler only flips a flag: Event.set takes a lock, and a second signal
+    # arriving inside the first one's call would deadlock on it.
+    stop = {"asked": False}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: stop.update(asked=True))
     sandbox = Sandbox(work_dir=args.work_dir).start()
     try:
         args.env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         args.env_file.chmod(0o600)
         print(f"stand-ins ready: FN {sandbox.fn_url}, Keycloak {sandbox.keycloak_url}, "
               f"GitHub {sandbox.github_url}; settings in {args.env_file}", flush=True)
-        stop.wait()
+        while not stop["asked"]:
+            time.sleep(0.2)
     finally:
         sandbox.stop()
         args.env_file.unlink(missing_ok=True)

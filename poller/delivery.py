@@ -117,6 +117,9 @@ class Deliverer:
 
         message = (f"{len(files)} result file(s) committed to branch {delivery.branch} "
                    f"of {delivery.repository} ({delivery.commit_sha[:12]}).")
+        if delivery.fell_back_to:
+            message += (f" Branch {spec.branch!r} does not exist there, so the results "
+                        f"branch starts from {delivery.fell_back_to!r}.")
         status["results"] = {"state": "Delivered", "branch": delivery.branch,
                              "commit": delivery.commit_sha, "repository": delivery.repository,
                              "deliveredAt": now_rfc3339(self.now()), "files": len(files)}

@@ -80,6 +80,8 @@ class Delivery:
     branch: str
     commit_sha: str
     created: bool
+    #: The branch a new results branch started from, when that was not the one asked for.
+    fell_back_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,9 +247,10 @@ class GitHubApp:
                            what=f"looking up the app's installation on {key}",
                            tolerate=(404,))
         if found.status_code == 404:
-            raise GitHubError(f"the GitHub App is not installed on {owner}/{name}; ask an "
-                              f"administrator of {owner}/{name} to install the app on that "
-                              "repository with write access to contents, then try again",
+            raise GitHubError(f"the GitHub App is not installed on {owner}/{name}, or no "
+                              "such repository exists: check spec.repository, or ask an "
+                              f"administrator of {owner}/{name} to install the app on it "
+                              "with write access to contents; delivery is retried",
                               status=404)
         installation_id = self._json(found, "the installation lookup").get("id")
         if not isinstance(installation_id, int):
@@ -323,6 +326,7 @@ class _DeliveryRun:
         self.base = f"/repos/{owner}/{name}"
         self.token = token
         self.blobs: dict[str, str] = {}  # path -> blob id, kept across attempts
+        self.fell_back_to: str | None = None
 
     def call(self, method: str, path: str, *, what: str, body: dict[str, Any] | None = None,
              tolerate: tuple[int, ...] = ()) -> httpx.Response:
@@ -359,7 +363,8 @@ class _DeliveryRun:
                 log.info("results delivered", extra={
                     "repository": self.repository, "branch": branch, "commit": sha,
                     "files": len(files), "attempt": attempt})
-                return Delivery(self.repository, branch, sha, created=True)
+                return Delivery(self.repository, branch, sha, created=True,
+                                fell_back_to=self.fell_back_to)
             log.info("branch changed while delivering; looking again", extra={
                 "repository": self.repository, "branch": branch, "attempt": attempt})
         raise GitHubError(f"branch {branch} of {self.repository} kept changing while results "
@@ -394,6 +399,8 @@ class _DeliveryRun:
         if head is None:
             raise GitHubError(f"the default branch {default} of {self.repository} does not "
                               "exist; name an existing base branch", status=404)
+        if base_branch and base_branch != default:
+            self.fell_back_to = default
         return head
 
     def commit(self, sha: str) -> dict[str, Any]:

@@ -165,7 +165,8 @@ def test_repository_without_the_app_tells_the_admin_to_install_it(live: Live) ->
     with pytest.raises(GitHubError) as caught:
         live.deliver("fntc-sandbox/not-installed")
     assert caught.value.status == 404 and not caught.value.transient
-    assert "install the app on that repository" in str(caught.value)
+    assert "install the app on it" in str(caught.value)
+    assert "check spec.repository" in str(caught.value)
     assert live.writes() == []
 
 

@@ -192,3 +192,14 @@ def test_a_task_made_again_under_its_name_delivers_to_a_branch_of_its_own(
             {"results/rerun/summary.csv", "results/rerun/report.md"}
         assert "README.md" in files
         assert len(result_commits(sandbox, repository, results["branch"])) == 1
+
+
+def test_a_missing_base_branch_is_said_where_the_results_landed(stack, sandbox, kube_api,
+                                                                namespace, poll):
+    finished(sandbox, kube_api, namespace, "typo", branch="mian")
+    poll()
+    task = read(kube_api, namespace, "typo")
+    assert task["status"]["results"]["state"] == "Delivered"
+    delivered = condition(task, RESULTS_DELIVERED)
+    assert "Branch 'mian' does not exist there" in delivered["message"]
+    assert "starts from 'main'" in delivered["message"]

@@ -184,9 +184,10 @@ class Submitter:
     def _dataset_warnings(self, token: str, spec: TaskSpec, task_id: int,
                           deadline: Deadline) -> tuple[str, ...]:
         """A researcher's FN task runs on the dataset their project grants, whatever the
-        Task names; say so when the two differ. Names cannot be compared (the FN
-        shows only ids), and a failed look-up only costs the warning."""
-        if spec.dataset_id is None or deadline.expired:
+        Task names; say so when the two differ. The FN shows only the id it used, so a
+        dataset named in the Task cannot be compared: say which id it runs on instead.
+        A failed look-up only costs the warning."""
+        if deadline.expired:
             return ()
         try:
             view = self.fn.get(token, task_id, timeout=deadline.remaining())
@@ -197,6 +198,10 @@ class Submitter:
         if isinstance(actual, bool) or not isinstance(actual, int) or \
                 actual == spec.dataset_id:
             return ()
+        if spec.dataset_id is None:
+            return (f"the FN runs this task on dataset {actual}, the one {spec.project} "
+                    f"grants; FNTC cannot check that it is the dataset named "
+                    f"{spec.dataset_name!r}",)
         return (f"the FN runs this task on dataset {actual}, the one {spec.project} grants, "
                 f"not {spec.dataset_id}",)
 

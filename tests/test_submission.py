@@ -89,3 +89,14 @@ def test_a_token_refused_at_create_after_validation_is_never_a_refusal(sandbox, 
         assert result.outcome is Outcome.DEFERRED
         assert "fresh token" in result.message
         assert made_for(sandbox, task) == []
+
+
+def test_a_named_dataset_is_admitted_with_the_id_the_fn_runs_on(sandbox):
+    task = marker()
+    spec = review_spec(task.name, task_manifest(task.name, "research",
+                                                dataset="hospital-admissions")["spec"]).spec
+    result = submitter_for(sandbox).submit(spec, task, deadline=Deadline(10))
+    assert result.outcome is Outcome.SUBMITTED
+    assert result.warnings == ("the FN runs this task on dataset 1, the one project1 grants; "
+                               "FNTC cannot check that it is the dataset named "
+                               "'hospital-admissions'",)

@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from taskcore.fn import (MAX_PAGES, FNAuthFailed, FNClient, FNRejected, FNUnavailable, ResultsNotReleased,
-                         task_body)
+from taskcore.fn import (MAX_PAGES, FNAuthFailed, FNClient, FNRejected, FNUnavailable,
+                         ResultsNotReleased, task_body)
 from taskcore.task import Marker, review_spec
 
 

@@ -9,6 +9,7 @@ serves it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -339,13 +340,10 @@ def _der(cert_file: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(cert_file.read_text())
 
 
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[ReloadingContext, int, pki.CertificateAuthority,
-                                                  Path]]:
-    """The webhook app served by uvicorn over a ReloadingContext, wired as in __main__."""
-    ca = pki.CertificateAuthority.create("webhook-test-ca")
-    cert, key = _write_pair(ca, tmp_path, 1_000_000)
-    tls = ReloadingContext(str(cert), str(key), interval=3600)
+@contextlib.contextmanager
+def _served_over(tls: ReloadingContext, cert: Path, key: Path) -> Iterator[int]:
+    """The webhook app served by uvicorn with ``tls``'s live context, wired as in
+    __main__; yields the port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(create_app(lambda: ScriptedAdmission(lambda r: allowed())),
@@ -360,9 +358,22 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[ReloadingContext, int, pki.Cert
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.01)
-    yield tls, sock.getsockname()[1], ca, tmp_path
-    server.should_exit = True
-    thread.join(5)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ReloadingContext, int, pki.CertificateAuthority,
+                                                  Path]]:
+    """The webhook app served by uvicorn over a ReloadingContext, wired as in __main__."""
+    ca = pki.CertificateAuthority.create("webhook-test-ca")
+    cert, key = _write_pair(ca, tmp_path, 1_000_000)
+    tls = ReloadingContext(str(cert), str(key), interval=3600)
+    with _served_over(tls, cert, key) as port:
+        yield tls, port, ca, tmp_path
 
 
 def test_tls_reload_serves_a_rotated_certificate(tls_server) -> None:
@@ -601,23 +612,8 @@ def mtls_server(tmp_path: Path) -> Iterator[tuple[int, pki.CertificateAuthority,
                            pki.issue_client_certificate(ca, user=name, groups=()))
     tls = ReloadingContext(str(cert), str(key), client_ca_file=str(tmp_path / "client-ca.crt"),
                            interval=3600)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(lambda: ScriptedAdmission(lambda r: allowed())),
-                            log_config=None, access_log=False, lifespan="off",
-                            ssl_certfile=str(cert), ssl_keyfile=str(key))
-    config.load()
-    config.ssl = tls.context
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    yield sock.getsockname()[1], serving_ca, tmp_path
-    server.should_exit = True
-    thread.join(5)
+    with _served_over(tls, cert, key) as port:
+        yield port, serving_ca, tmp_path
 
 
 def _client_context(serving_ca: pki.CertificateAuthority, folder: Path, client: str | None,

@@ -15,6 +15,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Callable
 from urllib.parse import parse_qs, parse_qsl
 
 import jwt
@@ -291,23 +292,23 @@ def create_keycloak_app(state: KeycloakState, faults: fault_injection.Faults | N
             return _oauth_error(400, "invalid_request", str(error))
         return JSONResponse([user.representation() for user in found])
 
-    @app.get("/admin/realms/{realm}/users/{user_id}")
-    def get_user(realm: str, user_id: str, request: Request) -> JSONResponse:
+    def about_user(realm: str, user_id: str, request: Request,
+                   view: Callable[[KeycloakUser], object]) -> JSONResponse:
+        """An admin read of one user: refused, unknown (404), or ``view`` of them."""
         if (refused := admin_refusal(realm, request)) is not None:
             return refused
         user = state.user_by_id(user_id)
         if user is None:
             return _oauth_error(404, "User not found", "No user with this id")
-        return JSONResponse(user.representation())
+        return JSONResponse(view(user))
+
+    @app.get("/admin/realms/{realm}/users/{user_id}")
+    def get_user(realm: str, user_id: str, request: Request) -> JSONResponse:
+        return about_user(realm, user_id, request, KeycloakUser.representation)
 
     @app.get("/admin/realms/{realm}/users/{user_id}/federated-identity")
     def federated_identity(realm: str, user_id: str, request: Request) -> JSONResponse:
-        if (refused := admin_refusal(realm, request)) is not None:
-            return refused
-        user = state.user_by_id(user_id)
-        if user is None:
-            return _oauth_error(404, "User not found", "No user with this id")
-        return JSONResponse(user.federated_identities())
+        return about_user(realm, user_id, request, KeycloakUser.federated_identities)
 
     return app
 

@@ -8,10 +8,8 @@ by status code, and people see one sentence instead of a traceback.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import httpx
+import httpx
 
 #: How much of a response body may reach a message or a log line.
 BODY_EXCERPT_LIMIT = 300
@@ -23,7 +21,7 @@ def excerpt(text: str, limit: int = BODY_EXCERPT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def answer_text(response: "httpx.Response", keys: tuple[str, ...]) -> str:
+def answer_text(response: httpx.Response, keys: tuple[str, ...]) -> str:
     """The reason an error answer gives: the named fields of a JSON body, joined,
     else the body as text, trimmed either way."""
     try:
@@ -35,6 +33,14 @@ def answer_text(response: "httpx.Response", keys: tuple[str, ...]) -> str:
         if parts:
             return excerpt(": ".join(parts))
     return excerpt(json.dumps(body))
+
+
+def unreachable(system: str, what: str, error: Exception) -> str:
+    """The sentence for a call that got no answer: a timeout or a transport failure.
+    Only the error's class is named; its text may hold a URL with a token in it."""
+    if isinstance(error, httpx.TimeoutException):
+        return f"{system} did not answer in time while {what}"
+    return f"{system} could not be reached while {what}: {type(error).__name__}"
 
 
 class ServiceError(Exception):

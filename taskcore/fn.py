@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .errors import ServiceError, answer_text
+from .errors import ServiceError, answer_text, unreachable
 from .task import Marker, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,8 @@ class FNClient:
             response = self._http.request(
                 method, path, headers=headers, json=json_body, params=params,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-        except httpx.TimeoutException as error:
-            raise FNUnavailable(f"the FN did not answer in time while {what}") from error
         except httpx.HTTPError as error:
-            raise FNUnavailable(f"the FN could not be reached while {what}: "
-                                f"{type(error).__name__}") from error
+            raise FNUnavailable(unreachable("the FN", what, error)) from error
         finally:
             FN_LATENCY.observe(f"{method} {re.sub(r'/[0-9]+', '/{id}', path)}",
                                time.monotonic() - started)

@@ -33,7 +33,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from .errors import RateLimited, ServiceError, excerpt
+from .errors import RateLimited, ServiceError, excerpt, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +188,8 @@ class GitHubApp:
         try:
             response = self._http.request(method, path, json=body,
                                           headers={"Authorization": f"Bearer {token}"})
-        except httpx.TimeoutException as error:
-            raise GitHubError(f"GitHub did not answer in time while {what}",
-                              transient=True) from error
         except httpx.HTTPError as error:
-            raise GitHubError(f"GitHub could not be reached while {what}: "
-                              f"{type(error).__name__}", transient=True) from error
+            raise GitHubError(unreachable("GitHub", what, error), transient=True) from error
         if response.is_success or response.status_code in tolerate:
             return response
         raise self._failure(response, what)

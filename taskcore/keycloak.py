@@ -15,7 +15,7 @@ from typing import Any, Callable
 import httpx
 import jwt
 
-from .errors import ServiceError, answer_text
+from .errors import ServiceError, answer_text, unreachable
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
@@ -80,12 +80,9 @@ class Keycloak:
             response = self._http.request(
                 method, path, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 **kwargs)
-        except httpx.TimeoutException as error:
-            raise KeycloakError(f"Keycloak did not answer in time while {what}",
-                                transient=True) from error
         except httpx.HTTPError as error:
-            raise KeycloakError(f"Keycloak could not be reached while {what}: "
-                                f"{type(error).__name__}", transient=True) from error
+            raise KeycloakError(unreachable("Keycloak", what, error),
+                                transient=True) from error
         if response.is_success:
             try:
                 return response.json()
